@@ -1,0 +1,124 @@
+"""The course's standard plots of sampled metrics; every axis names its unit.
+
+Time axes show seconds since the first sample. Each function returns the
+matplotlib ``Figure`` so a notebook can save or tweak it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from labkit import promql
+
+
+def _elapsed(index: pd.Index, origin: float) -> pd.Index:
+    return pd.Index(index.to_numpy(dtype=float) - origin, name="time")
+
+
+def _origin(frame: pd.DataFrame) -> float:
+    return float(frame["time"].min())
+
+
+def _shade_phases(ax, phases: pd.DataFrame | None, origin: float) -> None:
+    """Shade each traffic phase (a frame with ``phase``, ``start``, ``end``)."""
+    if phases is None or phases.empty:
+        return
+    spans = phases.groupby("phase", sort=False).agg(start=("start", "min"), end=("end", "max"))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, span) in enumerate(spans.iterrows()):
+        ax.axvspan(span.start - origin, span.end - origin, color=colors[i % len(colors)], alpha=0.08)
+        ax.text(span.start - origin, 1.0, f" {name}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+
+
+def counter(
+    frame: pd.DataFrame,
+    sample: str,
+    window: float = 5.0,
+    by: Sequence[str] = (),
+    phases: pd.DataFrame | None = None,
+    unit: str = "requests",
+    **labels: str,
+) -> plt.Figure:
+    """A counter two ways: its cumulative value, and its ``rate`` over ``window`` seconds."""
+    origin = _origin(frame)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    wide = promql.series(frame, sample, **labels)
+    if by:
+        wide = wide.T.groupby(level=list(by)).sum().T
+    else:
+        wide = wide.sum(axis=1).to_frame("total")
+    wide.index = _elapsed(wide.index, origin)
+    wide.plot(ax=top, drawstyle="steps-post")
+    top.set_ylabel(f"cumulative ({unit})")
+    top.set_title(f"{sample}: cumulative value and rate")
+    rates = promql.rate(frame, sample, window, by=by, **labels)
+    rates.index = _elapsed(rates.index, origin)
+    rates.plot(ax=bottom)
+    bottom.set_ylabel(f"rate over {window:g} s ({unit}/s)")
+    bottom.set_xlabel("time since start (s)")
+    for ax in (top, bottom):
+        _shade_phases(ax, phases, origin)
+    fig.tight_layout()
+    return fig
+
+
+def gauge(
+    frame: pd.DataFrame,
+    sample: str,
+    phases: pd.DataFrame | None = None,
+    unit: str = "requests",
+    **labels: str,
+) -> plt.Figure:
+    """A gauge's sampled value over time (a gauge is read as is, never ``rate``-d)."""
+    origin = _origin(frame)
+    fig, ax = plt.subplots(figsize=(9, 3))
+    wide = promql.series(frame, sample, **labels).sum(axis=1)
+    wide.index = _elapsed(wide.index, origin)
+    wide.plot(ax=ax, drawstyle="steps-post", marker=".", markersize=3)
+    ax.set_ylabel(f"{sample} ({unit})")
+    ax.set_xlabel("time since start (s)")
+    ax.set_title(f"{sample}: sampled value")
+    _shade_phases(ax, phases, origin)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_buckets(frame: pd.DataFrame, histogram: str, unit: str = "s", **labels: str) -> plt.Figure:
+    """How many observations fell in each bucket (latest scrape, non-cumulative)."""
+    counts = promql.bucket_counts(frame, histogram, **labels)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    bounds = list(counts.index)
+    names = [f"≤{b:g}" if b != float("inf") else f">{bounds[-2]:g}" for b in bounds]
+    ax.bar(names, counts.to_numpy())
+    ax.set_xlabel(f"bucket upper bound le ({unit})")
+    ax.set_ylabel("observations (count)")
+    ax.set_title(f"{histogram}: observations per bucket")
+    fig.tight_layout()
+    return fig
+
+
+def quantiles(
+    frame: pd.DataFrame,
+    histogram: str,
+    qs: Sequence[float] = (0.5, 0.95, 0.99),
+    window: float = 5.0,
+    phases: pd.DataFrame | None = None,
+    scale: float = 1e3,
+    unit: str = "ms",
+    **labels: str,
+) -> plt.Figure:
+    """p50/p95/p99 over time from ``histogram_quantile`` over ``rate(..._bucket[window])``."""
+    origin = _origin(frame)
+    table = promql.quantiles_over_time(frame, histogram, qs, window, **labels) * scale
+    table.index = _elapsed(table.index, origin)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    table.plot(ax=ax, marker=".", markersize=3)
+    ax.set_ylabel(f"latency ({unit})")
+    ax.set_xlabel("time since start (s)")
+    ax.set_title(f"{histogram}: quantiles over a {window:g} s window")
+    _shade_phases(ax, phases, origin)
+    fig.tight_layout()
+    return fig
