@@ -6,7 +6,7 @@ matplotlib ``Figure`` so a notebook can save or tweak it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd

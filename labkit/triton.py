@@ -621,7 +621,7 @@ def start(
             server.wait_ready(wait)
             return server
         except TritonStartError as err:
-            in_use = "address already in use" in str(err).lower() or "failed to bind" in str(err).lower()
+            in_use = "already in use" in str(err).lower() or "failed to bind" in str(err).lower()
             if in_use and attempt + 1 < attempts:
                 continue  # another process took a port between picking and binding
             raise

@@ -1,0 +1,122 @@
+"""labkit.triton without a server: the commands it builds, its environment, its error messages."""
+
+from __future__ import annotations
+
+import os
+import site
+
+import pytest
+
+from labkit import TRITON_IMAGE, triton
+
+PORTS = triton.Ports(http=18000, grpc=18001, metrics=18002)
+
+
+def test_docker_command_is_exact(tmp_path):
+    cmd = triton.docker_command(tmp_path, PORTS, name="labkit-triton-test")
+    assert cmd == [
+        "docker", "run", "--rm", "--name", "labkit-triton-test",
+        "--shm-size=1g",
+        "-p", "127.0.0.1:18000:8000",
+        "-p", "127.0.0.1:18001:8001",
+        "-p", "127.0.0.1:18002:8002",
+        "-v", f"{tmp_path.resolve()}:/models:ro",
+        TRITON_IMAGE,
+        "tritonserver",
+        "--model-repository=/models",
+        "--http-port=8000", "--grpc-port=8001",
+        "--allow-metrics=true", "--metrics-port=8002",
+        "--exit-timeout-secs=5", "--log-verbose=0",
+    ]  # fmt: skip
+
+
+def test_docker_command_gpus_and_options(tmp_path):
+    cmd = triton.docker_command(
+        tmp_path, PORTS, name="n", gpus=True, shm_size="2g", models=["metrics_demo"], metrics_interval_ms=500
+    )
+    assert cmd[cmd.index("--gpus") + 1] == "all"
+    assert "--shm-size=2g" in cmd
+    assert "--metrics-interval-ms=500" in cmd
+    assert cmd[-4:-2] == ["--model-control-mode=explicit", "--load-model=metrics_demo"]
+    # every published port is loopback-only
+    published = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-p"]
+    assert all(p.startswith("127.0.0.1:") for p in published) and len(published) == 3
+
+
+def test_local_flags_bind_loopback_everywhere():
+    flags = triton.server_flags("/repo", PORTS)
+    for name in ("http", "grpc", "metrics"):
+        assert f"--{name}-address=127.0.0.1" in flags
+    assert "--metrics-port=18002" in flags
+
+
+def test_metrics_off_flag():
+    flags = triton.server_flags("/repo", PORTS, metrics=False)
+    assert "--allow-metrics=false" in flags
+    assert not any(f.startswith("--metrics-port") for f in flags)
+
+
+def test_auto_mode_names_both_ways_when_neither_works(monkeypatch, tmp_path):
+    monkeypatch.setattr(triton, "local_support", lambda: (False, "no wheel here"))
+    monkeypatch.setattr(triton, "docker_available", lambda: (False, "no engine here"))
+    with pytest.raises(triton.TritonStartError) as err:
+        triton.start(tmp_path)
+    message = str(err.value)
+    assert "no wheel here" in message and "no engine here" in message
+    assert "nvidia-pytriton==0.7.0" in message and "docker pull" in message
+
+
+def test_docker_mode_without_engine_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(triton, "docker_available", lambda: (False, "the Docker engine is not running"))
+    with pytest.raises(triton.TritonStartError, match="(?s)Docker engine is not running.*docs.docker.com"):
+        triton.start(tmp_path, mode="docker")
+
+
+def test_bad_mode_and_missing_repository(tmp_path):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        triton.start(tmp_path, mode="kubernetes")
+    with pytest.raises(triton.TritonStartError, match="does not exist"):
+        triton.start(tmp_path / "nope")
+
+
+def test_stub_environment_carries_this_interpreters_packages(tmp_path):
+    env = triton.stub_environment(tmp_path, base={"PATH": "/usr/bin", "PYTHONPATH": "/mine"})
+    pythonpath = env["PYTHONPATH"].split(os.pathsep)
+    for directory in site.getsitepackages():
+        if os.path.isdir(directory):
+            assert directory in pythonpath
+    assert pythonpath[-1] == "/mine"
+    assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == str(tmp_path)
+    assert env["PATH"].endswith("/usr/bin")
+
+
+def test_prepare_local_install_lays_out_the_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    install = triton.prepare_local_install()
+    python_dir = install.backend_dir / "python"
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py", "triton_python_backend_stub"):
+        assert (python_dir / name).is_file()
+    assert os.access(python_dir / "triton_python_backend_stub", os.X_OK)
+    assert install.binary.is_file() and install.libs_dir.is_dir()
+    assert triton.prepare_local_install() == install  # reused, not rebuilt
+
+
+LOG = "\n".join(
+    [
+        r'I1126 07:59:35.955906 2777 pb_stub.cc:366] "Failed to initialize Python stub: NameError"',
+        r'E1126 07:59:34.596248 2777 server.cc:241] "CudaDriverHelper has not been initialized."',
+        r"E1126 07:59:36.222290 2777 model_lifecycle.cc:642] \"failed to load 'bad' version 1: "
+        r"Internal: NameError: name 'x' is not defined\n\nAt:\n  /r/bad/1/model.py(5): initialize\n\"",
+        "error: creating server: Internal - failed to load all models",
+    ]
+)
+
+
+def test_explain_failure_puts_the_traceback_first():
+    message = triton.explain_failure("Triton exited with code 1", LOG)
+    lines = message.splitlines()
+    assert lines[0] == "Triton exited with code 1."
+    assert "Model 'bad' (version 1) failed to load:" in message
+    assert "    /r/bad/1/model.py(5): initialize" in lines  # real newlines, not \n escapes
+    assert "failed to load all models" in message
+    assert "CudaDriverHelper" not in message.split("Last lines")[0]  # CPU-machine noise is not an error
