@@ -6,14 +6,19 @@ was scraped), ``family``, ``type``, ``sample`` (the sample's own name, e.g.
 
 Two traps of Prometheus' text format, handled here:
 
-- ``prometheus_client``'s parser strips ``_total`` from a counter's *family*
-  name but keeps it in the *sample* name: match counters on ``sample``.
+- ``prometheus_client``'s parser turns counters into their OpenMetrics shape:
+  it strips ``_total`` from the *family* name and *adds* ``_total`` to every
+  sample name that lacks it (Triton's ``nv_inference_request_success`` comes
+  out as ``nv_inference_request_success_total``). Here ``sample`` is put back
+  to the name exactly as ``/metrics`` (and PromQL) spells it; ``family`` keeps
+  the parser's name without ``_total``.
 - A histogram's ``le`` label is a string (``"0.005"``, ``"+Inf"``); it stays a
   string here and :func:`labkit.promql.histogram_quantile` converts it.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -33,13 +38,17 @@ def parse(text: str, when: float | None = None) -> pd.DataFrame:
     when = time.time() if when is None else when
     rows = []
     for family in text_string_to_metric_families(text):
+        wire_total = family.type == "counter" and _spelled_with_total(text, family.name)
         for sample in family.samples:
+            name = sample.name
+            if family.type == "counter" and not wire_total and name.endswith("_total"):
+                name = name[: -len("_total")]  # undo the parser's renaming
             rows.append(
                 {
                     "time": when,
                     "family": family.name,
                     "type": family.type,
-                    "sample": sample.name,
+                    "sample": name,
                     **sample.labels,
                     "value": float(sample.value),
                 }
@@ -49,6 +58,11 @@ def parse(text: str, when: float | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=[*BASE_COLUMNS, "value"])
     labels = sorted(c for c in frame.columns if c not in BASE_COLUMNS and c != "value")
     return frame[[*BASE_COLUMNS, *labels, "value"]]
+
+
+def _spelled_with_total(text: str, family: str) -> bool:
+    """Does the exposition name this counter's samples ``<family>_total``?"""
+    return re.search(rf"^{re.escape(family)}_total[{{\s]", text, re.MULTILINE) is not None
 
 
 def fetch_text(url: str, timeout: float = 5.0) -> str:

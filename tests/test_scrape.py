@@ -138,3 +138,15 @@ def test_sampler_records_errors_and_keeps_going(fake_endpoint):
     with scrape.Sampler(f"http://127.0.0.1:{free_port()}/metrics", interval=0.05, timeout=0.5) as bad:
         time.sleep(0.2)
     assert bad.frame().empty and len(bad.errors) >= 2
+
+
+def test_counter_without_total_keeps_its_wire_name():
+    text = (
+        "# HELP nv_inference_request_success Number of successful inference requests\n"
+        "# TYPE nv_inference_request_success counter\n"
+        'nv_inference_request_success{model="m",version="1"} 7\n'
+    )
+    frame = scrape.parse(text)
+    assert list(frame["sample"]) == ["nv_inference_request_success"]  # the parser alone says ..._total
+    assert list(frame["family"]) == ["nv_inference_request_success"]
+    assert scrape.value(frame, "nv_inference_request_success") == 7
