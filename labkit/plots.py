@@ -23,8 +23,13 @@ def _origin(frame: pd.DataFrame) -> float:
 
 
 def _shade_phases(ax, phases: pd.DataFrame | None, origin: float) -> None:
-    """Shade each traffic phase (a frame with ``phase``, ``start``, ``end``)."""
-    if phases is None or phases.empty:
+    """Shade each traffic phase: a ``run_phases`` result (its ``attrs["phases"]``, idle
+    phases included) or any frame with ``phase``, ``start`` and ``end`` columns."""
+    if phases is None:
+        return
+    if isinstance(phases.attrs.get("phases"), pd.DataFrame):
+        phases = phases.attrs["phases"]
+    if phases.empty:
         return
     spans = phases.groupby("phase", sort=False).agg(start=("start", "min"), end=("end", "max"))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -6,8 +6,9 @@
   (``open_loop``). Queues build when the server cannot keep up.
 - **phases**: a sequence of open- or closed-loop phases (ramp, burst, idle).
 
-Every sender returns a DataFrame with one row per request: ``start`` and ``end``
-(epoch seconds), ``latency_s``, ``ok``, ``error`` (the server's message),
+Every sender returns a DataFrame with one row per request: ``scheduled`` (when
+it was due to leave), ``start`` and ``end`` (epoch seconds), ``latency_s``,
+``ok``, ``error`` (the server's message),
 ``size`` (values sent) and ``bad`` (True when the request was made bad on
 purpose by ``error_rate``: it carries a NaN, which the reference model rejects).
 """
@@ -111,11 +112,19 @@ class _Recorder:
     def frame(self) -> pd.DataFrame:
         if self.bar is not None:
             self.bar.close()
-        columns = ["start", "end", "latency_s", "ok", "error", "size", "bad"]
+        columns = ["scheduled", "start", "end", "latency_s", "ok", "error", "size", "bad"]
         return pd.DataFrame(self.rows, columns=columns).sort_values("start", ignore_index=True)
 
 
-def _send(client, model: str, rng: np.random.Generator, sizes, error_rate: float, recorder: _Recorder) -> None:
+def _send(
+    client,
+    model: str,
+    rng: np.random.Generator,
+    sizes,
+    error_rate: float,
+    recorder: _Recorder,
+    scheduled: float | None = None,
+) -> None:
     from tritonclient.utils import InferenceServerException
 
     size = sample_size(rng, sizes)
@@ -131,6 +140,7 @@ def _send(client, model: str, rng: np.random.Generator, sizes, error_rate: float
     latency = time.perf_counter() - t0
     recorder.add(
         {
+            "scheduled": start if scheduled is None else scheduled,
             "start": start,
             "end": start + latency,
             "latency_s": latency,
@@ -209,14 +219,15 @@ def open_loop(
     clients: list = []
     lock = threading.Lock()
 
-    def send(index: int) -> None:
+    def send(index: int, due: float) -> None:
         if not hasattr(local, "client"):
             local.client = make_client(target, protocol)
             with lock:
                 clients.append(local.client)
-        _send(local.client, model, np.random.default_rng([seed, index]), sizes, error_rate, recorder)
+        _send(local.client, model, np.random.default_rng([seed, index]), sizes, error_rate, recorder, due)
 
     start = time.monotonic()
+    wall_start = time.time()
     with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="labkit-open") as pool:
         at = 0.0
         for index in itertools.count():
@@ -226,7 +237,7 @@ def open_loop(
             delay = start + at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(send, index)
+            pool.submit(send, index, wall_start + at)
     for client in clients:
         client.close()
     return recorder.frame()
@@ -257,11 +268,15 @@ def run_phases(
     """Run phases back to back; the result has a ``phase`` column.
 
     A phase with neither ``rate`` nor ``concurrency`` is idle: nothing is sent.
+    Every phase's span, idle ones included, is in ``result.attrs["phases"]``
+    (columns ``phase``, ``start``, ``end``), which the plots use to shade them.
     """
     frames = []
+    spans = []
     for number, phase in enumerate(phases):
         if on_phase is not None:
             on_phase(phase)
+        began = time.time()
         common = dict(protocol=protocol, model=model, sizes=phase.sizes, error_rate=phase.error_rate)
         if phase.rate:
             frame = open_loop(
@@ -278,11 +293,14 @@ def run_phases(
             )
         else:
             time.sleep(phase.duration)
+            spans.append({"phase": phase.name, "start": began, "end": time.time()})
             continue
         frames.append(frame.assign(phase=phase.name))
-    if not frames:
-        return pd.DataFrame(columns=["start", "end", "latency_s", "ok", "error", "size", "bad", "phase"])
-    return pd.concat(frames, ignore_index=True)
+        spans.append({"phase": phase.name, "start": began, "end": time.time()})
+    columns = ["scheduled", "start", "end", "latency_s", "ok", "error", "size", "bad", "phase"]
+    result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    result.attrs["phases"] = pd.DataFrame(spans, columns=["phase", "start", "end"])
+    return result
 
 
 def summarize(frame: pd.DataFrame) -> pd.Series:

@@ -305,3 +305,23 @@ def test_log_is_readable_while_running_and_after(server):
     assert "Started GRPCInferenceService at 127.0.0.1" in server.log()
     assert len(server.log_tail(5).splitlines()) <= 5
     assert Path(server.log_path).exists()
+
+
+def test_phases_record_every_span_and_open_loop_keeps_its_schedule(server):
+    phases = [
+        traffic.Phase("ramp", duration=1.0, rate=20),
+        traffic.Phase("idle", duration=0.5),
+        traffic.Phase("burst", duration=1.0, concurrency=2, error_rate=0.5),
+    ]
+    frame = traffic.run_phases(server, phases, progress=False)
+    spans = frame.attrs["phases"]
+    assert list(spans["phase"]) == ["ramp", "idle", "burst"]
+    idle = spans.iloc[1]
+    assert idle.end - idle.start == pytest.approx(0.5, abs=0.2)
+    assert set(frame["phase"]) == {"ramp", "burst"}
+    ramp = frame[frame["phase"] == "ramp"].sort_values("scheduled")
+    assert len(ramp) == 20
+    assert np.diff(ramp["scheduled"].to_numpy()) == pytest.approx(0.05, abs=1e-6)  # the schedule, not the send
+    assert (ramp["start"] >= ramp["scheduled"] - 1e-3).all()
+    burst = frame[frame["phase"] == "burst"]
+    assert (burst["ok"] == ~burst["bad"]).all()
