@@ -28,7 +28,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: setup lint
-	$(BIN)/python -m pytest -v --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -v -rs --durations=15 --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
 
 unit: setup
 	$(BIN)/python -m pytest -v -m "not integration" tests

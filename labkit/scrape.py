@@ -18,6 +18,7 @@ Two traps of Prometheus' text format, handled here:
 
 from __future__ import annotations
 
+import difflib
 import re
 import threading
 import time
@@ -103,7 +104,15 @@ def select(frame: pd.DataFrame, sample: str | None = None, family: str | None = 
 
 
 def value(frame: pd.DataFrame, sample: str, **labels: str) -> float:
-    """Sum of the matching samples in one scrape (0.0 when there are none)."""
+    """Sum of the samples named ``sample`` whose labels match (0.0 when no label set matches).
+
+    Raises ``KeyError`` when no sample of that name is in the frame at all: a
+    misspelled name should not read as a quiet zero.
+    """
+    if not (frame["sample"] == sample).any():
+        close = difflib.get_close_matches(sample, frame["sample"].unique().tolist(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"no sample named {sample!r} in this scrape{hint}")
     return float(select(frame, sample, **labels)["value"].sum())
 
 

@@ -258,7 +258,7 @@ def server_flags(
     metrics: bool = True,
     metrics_interval_ms: int | None = None,
     log_verbose: int = 0,
-    exit_timeout_s: int = 5,
+    exit_timeout_s: int = 3,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The ``tritonserver`` flags the course uses (shared by local and Docker modes)."""
@@ -551,7 +551,9 @@ def explain_failure(headline: str, log: str, command: Sequence[str] = ()) -> str
     errors = [e for e in dict.fromkeys(errors) if not _LOAD_FAILURE.search(e)]
     if errors:
         parts += ["", "Other errors in Triton's log:", *("  " + e for e in errors[-10:])]
-    parts += ["", "Last lines of Triton's log:", *("  " + ln for ln in lines[-20:])]
+    # the option and model tables are wide and say little about a failure: leave them out
+    tail = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("|", "+-"))]
+    parts += ["", "Last lines of Triton's log:", *("  " + ln for ln in tail[-(8 if seen else 20) :])]
     if command:
         parts += ["", "Command: " + " ".join(command)]
     return "\n".join(parts)

@@ -54,7 +54,9 @@ def test_le_stays_a_string():
 def test_select_unknown_label_gives_nothing():
     frame = scrape.parse(TEXT)
     assert scrape.select(frame, "demo_requests_total", nosuchlabel="x").empty
-    assert scrape.value(frame, "nothing_total") == 0.0
+    assert scrape.value(frame, "demo_requests_total", outcome="nope") == 0.0
+    with pytest.raises(KeyError, match="did you mean demo_requests_total"):
+        scrape.value(frame, "demo_request_total")
 
 
 def test_empty_text_gives_empty_frame_with_columns():

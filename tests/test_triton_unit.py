@@ -26,7 +26,7 @@ def test_docker_command_is_exact(tmp_path):
         "--model-repository=/models",
         "--http-port=8000", "--grpc-port=8001",
         "--allow-metrics=true", "--metrics-port=8002",
-        "--exit-timeout-secs=5", "--log-verbose=0",
+        "--exit-timeout-secs=3", "--log-verbose=0",
     ]  # fmt: skip
 
 

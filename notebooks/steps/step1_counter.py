@@ -11,14 +11,13 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
-        # Create the family once, when the model loads, and keep it on self.
+        # Make each family once, when the model loads, and keep it on self.
         self.requests_family = pb_utils.MetricFamily(
             name="demo_requests_total",
             description="Requests handled by the model",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        # One series of the family; no labels yet.
-        self.requests = self.requests_family.Metric(labels={})
+        self.requests = self.requests_family.Metric(labels={})  # one series; no labels yet
 
     def execute(self, requests):
         responses = []
