@@ -23,22 +23,18 @@ and packages as the notebook kernel whether or not the venv is activated.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import platform
 import re
 import shutil
-import signal
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 import uuid
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +42,7 @@ from pathlib import Path
 import requests
 
 from labkit import TRITON_IMAGE, TRITON_VERSION
+from labkit.process import ManagedProcess, free_port, free_ports  # noqa: F401 (re-exported)
 
 MODES = ("auto", "local", "docker")
 LOCAL_HINT = (
@@ -63,27 +60,6 @@ class TritonStartError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- ports
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def free_ports(count: int = 3, host: str = "127.0.0.1") -> list[int]:
-    """Return ``count`` distinct free ports (held open together while picked)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 @dataclass(frozen=True)
@@ -317,45 +293,6 @@ def docker_command(
 
 # --------------------------------------------------------------------- the handle
 
-# A watchdog that outlives a killed parent: it blocks reading a pipe whose only
-# writer is the parent; EOF means the parent is gone (stopped or killed), and it
-# then ends the server's process group (and removes the container in Docker mode).
-_WATCHDOG = r"""
-import os, signal, subprocess, sys, time
-pgid, container = int(sys.argv[1]), sys.argv[2]
-sys.stdin.buffer.read()
-def alive():
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-if container:
-    subprocess.run(["docker", "rm", "-f", container], capture_output=True)
-for sig, wait in ((signal.SIGTERM, 8.0), (signal.SIGKILL, 2.0)):
-    if not alive():
-        break
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        break
-    end = time.monotonic() + wait
-    while alive() and time.monotonic() < end:
-        time.sleep(0.1)
-"""
-
-_LIVE: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
-
-
-def _stop_all() -> None:
-    for server in list(_LIVE):
-        server.stop()
-
-
-atexit.register(_stop_all)
-
 
 class TritonServer:
     """A running Triton server: its URLs, its log, and ``stop()``.
@@ -380,28 +317,7 @@ class TritonServer:
         self.mode = mode
         self.container = container
         self.metrics_enabled = metrics
-        self._workdir = Path(tempfile.mkdtemp(prefix="labkit-triton-"))
-        self.log_path = self._workdir / "tritonserver.log"
-        self._log_text: str | None = None
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # own process group: stubs included
-            )
-        read_end, self._watchdog_pipe = os.pipe()
-        self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(self.process.pid), container],
-            stdin=read_end,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        os.close(read_end)
-        _LIVE.add(self)
+        self.process = ManagedProcess(command, env, name="tritonserver", container=container)
 
     # URLs ------------------------------------------------------------------
     host = "127.0.0.1"
@@ -426,10 +342,15 @@ class TritonServer:
         """Process id of ``tritonserver`` (or of the ``docker run`` client)."""
         return self.process.pid
 
+    @property
+    def log_path(self) -> Path:
+        """The file Triton's output goes to while it runs."""
+        return self.process.log_path
+
     # state -----------------------------------------------------------------
     def is_running(self) -> bool:
         """True while the server process is alive."""
-        return self.process.poll() is None
+        return self.process.is_running()
 
     def is_ready(self, timeout: float = 2.0) -> bool:
         """True when ``/v2/health/ready`` answers 200."""
@@ -439,17 +360,12 @@ class TritonServer:
             return False
 
     def log(self) -> str:
-        """Everything Triton has printed so far."""
-        if self._log_text is not None:
-            return self._log_text
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        """Everything Triton has printed so far (kept after stop)."""
+        return self.process.log()
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the log."""
-        return "\n".join(self.log().splitlines()[-lines:])
+        return self.process.log_tail(lines)
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the server (and its metrics endpoint) answer, or raise."""
@@ -476,28 +392,8 @@ class TritonServer:
 
     # stopping ----------------------------------------------------------------
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop the server and every process it started. Safe to call twice."""
-        if self._log_text is not None:
-            return
-        if self.container:
-            subprocess.run(["docker", "stop", "-t", "5", self.container], capture_output=True, timeout=30)
-        if self.process.poll() is None:
-            try:
-                self.process.send_signal(signal.SIGTERM)
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        _kill_group(self.process.pid)
-        if self.process.poll() is None:
-            self.process.wait(timeout=5)
-        os.close(self._watchdog_pipe)  # tells the watchdog to finish (nothing left to do)
-        try:
-            self._watchdog.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self._watchdog.kill()
-        self._log_text = self.log()
-        shutil.rmtree(self._workdir, ignore_errors=True)
-        _LIVE.discard(self)
+        """Stop the server and every process it started (the model stubs). Safe to call twice."""
+        self.process.stop(timeout)
 
     def __enter__(self) -> "TritonServer":
         return self
@@ -510,22 +406,6 @@ class TritonServer:
         return (
             f"<TritonServer {self.mode} {state} http={self.http_url} grpc={self.grpc_url} metrics={self.metrics_url}>"
         )
-
-
-def _kill_group(pgid: int) -> None:
-    """SIGTERM, then SIGKILL, every process left in the group (the model stubs)."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
 
 
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version (\d+): (.*?)\"?$")
