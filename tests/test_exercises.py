@@ -1,0 +1,80 @@
+"""Every exercise: its solution is graded correct, known-wrong answers are graded wrong,
+and an untouched exercise is "not attempted". Model answers run in a real Triton."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from labkit import checks, paths
+
+from .wrong_answers import answers as wrong
+
+SOLUTIONS = paths.NOTEBOOKS / "solutions"
+WRONG_MODELS = Path(__file__).parent / "wrong_answers"
+
+pytestmark = pytest.mark.integration
+
+
+def load(name: str, attribute: str):
+    """A function from a solution file, imported the way %load would run it."""
+    spec = importlib.util.spec_from_file_location(name, SOLUTIONS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, attribute)
+
+
+def test_01_solution_and_not_attempted(tmp_path):
+    assert checks.check_01(SOLUTIONS / "01_values_counter.py").status == "correct"
+    untouched = tmp_path / "model.py"
+    untouched.write_text(checks.TEMPLATE_01.read_text())
+    assert checks.check_01(untouched).status == "not attempted"
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        ("01_counts_requests_not_values.py", "not 113"),
+        ("01_gauge_instead_of_counter.py", "make it a COUNTER"),
+        ("01_no_labels.py", 'label model="metrics_demo"'),
+        ("01_invented_api.py", "has no attribute 'inc'"),
+    ],
+)
+def test_01_wrong_answers(answer, says):
+    feedback = checks.check_01(WRONG_MODELS / answer)
+    assert feedback.status == "wrong"
+    assert says in feedback.message
+
+
+def test_02():
+    assert checks.check_02(load("02_metrics_flags", "metrics_flags")).status == "correct"
+    assert checks.check_02(lambda port: []).status == "not attempted"
+    feedback = checks.check_02(wrong.metrics_flags_all_interfaces)
+    assert feedback.status == "wrong" and "bind 127.0.0.1" in feedback.message
+    feedback = checks.check_02(wrong.metrics_flags_wrong_port)
+    assert feedback.status == "wrong" and "Nothing listened on port" in feedback.message
+    feedback = checks.check_02(wrong.metrics_flags_no_interval)
+    assert feedback.status == "wrong" and "--metrics-interval-ms=250" in feedback.message
+
+
+def test_03():
+    assert checks.check_03(load("03_send_my_traffic", "send_my_traffic")).status == "correct"
+    assert checks.check_03(lambda server: None).status == "not attempted"
+    feedback = checks.check_03(wrong.send_wrong_shape)
+    assert feedback.status == "wrong" and "refused by Triton before the model" in feedback.message
+    assert checks.check_03(wrong.send_random_errors).status == "wrong"
+
+
+def test_04():
+    assert checks.check_04(load("04_error_ratio", "error_ratio")).status == "correct"
+    assert checks.check_04(checks.error_ratio_reference).status == "correct"
+    assert checks.check_04(lambda frame, window: None).status == "not attempted"
+    for answer, says in (
+        (wrong.error_ratio_error_over_success, "steady"),
+        (wrong.error_ratio_totals, "history"),
+        (wrong.error_ratio_naive_diff, "restart"),
+    ):
+        feedback = checks.check_04(answer)
+        assert feedback.status == "wrong" and f"For the {says} frame" in feedback.message, feedback
