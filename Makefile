@@ -1,6 +1,7 @@
 # The course's commands. Each target sets up .venv itself first.
 #   make lab    JupyterLab on notebooks/
 #   make test   ruff + unit tests + integration tests on a real Triton + every notebook (nbmake)
+#   make run    execute every notebook headless into build/run/ and render each to HTML
 #   make setup  only create .venv with the pinned requirements
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test lint unit clean
+.PHONY: setup lab test lint unit run clean
 
 setup: $(STAMP)
 
@@ -29,6 +30,9 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -v -rs --durations=15 --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
+
+run: setup
+	$(BIN)/python scripts/run_notebooks.py
 
 unit: setup
 	$(BIN)/python -m pytest -v -m "not integration" tests
