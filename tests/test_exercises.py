@@ -4,7 +4,6 @@ and an untouched exercise is "not attempted". Model answers run in a real Triton
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,23 @@ from labkit import checks, paths
 from .wrong_answers import answers as wrong
 
 SOLUTIONS = paths.NOTEBOOKS / "solutions"
-WRONG_MODELS = Path(__file__).parent / "wrong_answers"
+SOLUTION_01 = (SOLUTIONS / "01_values_counter.py").read_text()
+
+# Known-wrong answers to exercise 01: the solution with one mistake each.
+WRONG_01 = {
+    "counts_requests_not_values": (
+        "self.values.increment(values.size)",
+        "self.values.increment(1)",
+        "not 113",
+    ),
+    "gauge_instead_of_counter": (
+        'description="Input values received by the model",\n            kind=pb_utils.MetricFamily.COUNTER',
+        'description="Input values received by the model",\n            kind=pb_utils.MetricFamily.GAUGE',
+        "make it a COUNTER",
+    ),
+    "no_labels": ("Metric(labels=labels)", "Metric(labels={})", 'label model="metrics_demo"'),
+    "invented_api": ("self.values.increment(values.size)", "self.values.inc(values.size)", "has no attribute 'inc'"),
+}
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +48,13 @@ def test_01_solution_and_not_attempted(tmp_path):
     assert checks.check_01(untouched).status == "not attempted"
 
 
-@pytest.mark.parametrize(
-    ("answer", "says"),
-    [
-        ("01_counts_requests_not_values.py", "not 113"),
-        ("01_gauge_instead_of_counter.py", "make it a COUNTER"),
-        ("01_no_labels.py", 'label model="metrics_demo"'),
-        ("01_invented_api.py", "has no attribute 'inc'"),
-    ],
-)
-def test_01_wrong_answers(answer, says):
-    feedback = checks.check_01(WRONG_MODELS / answer)
+@pytest.mark.parametrize("mistake", sorted(WRONG_01))
+def test_01_wrong_answers(tmp_path, mistake):
+    old, new, says = WRONG_01[mistake]
+    assert old in SOLUTION_01, "the mutation no longer applies to the solution"
+    answer = tmp_path / "model.py"
+    answer.write_text(SOLUTION_01.replace(old, new))
+    feedback = checks.check_01(answer)
     assert feedback.status == "wrong"
     assert says in feedback.message
 
