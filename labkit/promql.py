@@ -30,34 +30,40 @@ def extrapolated_delta(
 ) -> float:
     """Prometheus' ``extrapolatedRate`` for one series at evaluation time ``t``.
 
-    Returns NaN when fewer than two samples lie in ``[t - window, t]``.
+    Returns NaN when fewer than two samples lie in ``[t - window, t]``. Times are
+    taken in whole milliseconds, as Prometheus stores them, so that a sample on
+    the window's edge is in or out exactly as it is for Prometheus, and the
+    arithmetic follows ``promql/functions.go`` step by step (results agree with
+    Prometheus 2.42 to the last bit or so on the same samples).
     """
-    ts = np.asarray(times, dtype=float)
+    ts = np.round(np.asarray(times, dtype=float) * 1000).astype(np.int64)
     vs = np.asarray(values, dtype=float)
-    inside = (ts >= t - window) & (ts <= t)
+    range_end = int(round(t * 1000))
+    range_start = range_end - int(round(window * 1000))
+    inside = (ts >= range_start) & (ts <= range_end)
     ts, vs = ts[inside], vs[inside]
     if ts.size < 2:
         return math.nan
-    result = vs[-1] - vs[0]
+    result = float(vs[-1] - vs[0])
     if is_counter:
-        drops = vs[:-1][vs[1:] < vs[:-1]]
-        result += drops.sum()  # after a reset the counter restarted from 0
-    range_start, range_end = t - window, t
-    duration_to_start = ts[0] - range_start
-    duration_to_end = range_end - ts[-1]
-    sampled = ts[-1] - ts[0]
+        for before, after in zip(vs[:-1], vs[1:], strict=True):
+            if after < before:
+                result += float(before)  # a reset: the counter restarted from 0
+    duration_to_start = (ts[0] - range_start) / 1000
+    duration_to_end = (range_end - ts[-1]) / 1000
+    sampled = (ts[-1] - ts[0]) / 1000
     average_step = sampled / (ts.size - 1)
     if is_counter and result > 0 and vs[0] >= 0:
-        duration_to_zero = sampled * (vs[0] / result)
+        duration_to_zero = sampled * (vs[0] / result)  # extrapolate no further back than the counter's zero
         duration_to_start = min(duration_to_start, duration_to_zero)
     threshold = average_step * 1.1
     interval = sampled
     interval += duration_to_start if duration_to_start < threshold else average_step / 2
     interval += duration_to_end if duration_to_end < threshold else average_step / 2
-    result *= interval / sampled
+    factor = interval / sampled
     if is_rate:
-        result /= window
-    return float(result)
+        factor /= window
+    return float(result * factor)
 
 
 def series(frame: pd.DataFrame, sample: str, **labels: str) -> pd.DataFrame:
@@ -82,12 +88,15 @@ def _delta_frame(
     step: float | None,
     is_rate: bool,
     labels: Mapping[str, str],
+    at: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     wide = series(frame, sample, **labels)
     if wide.empty:
         return pd.DataFrame()
     times = wide.index.to_numpy(dtype=float)
-    if step is None:
+    if at is not None:
+        eval_times = np.asarray(at, dtype=float)
+    elif step is None:
         eval_times = times
     else:
         eval_times = np.arange(times[0] + step, times[-1] + step / 2, step)
@@ -124,13 +133,16 @@ def rate(
     window: float,
     by: Iterable[str] = (),
     step: float | None = None,
+    at: Sequence[float] | None = None,
     **labels: str,
 ) -> pd.DataFrame:
     """``sum by (by) (rate(sample{labels}[window]))`` at each scrape time (or every ``step`` s).
 
     With no ``by``, the single column is named ``"total"``. Values are per second.
+    ``at`` gives the evaluation times (epoch seconds) explicitly, e.g. those of a
+    Prometheus ``query_range``, instead of the scrape times or ``step``.
     """
-    return _delta_frame(frame, sample, window, by, step, True, labels)
+    return _delta_frame(frame, sample, window, by, step, True, labels, at)
 
 
 def increase(
@@ -139,10 +151,11 @@ def increase(
     window: float,
     by: Iterable[str] = (),
     step: float | None = None,
+    at: Sequence[float] | None = None,
     **labels: str,
 ) -> pd.DataFrame:
     """``sum by (by) (increase(sample{labels}[window]))``: ``rate`` times the window."""
-    return _delta_frame(frame, sample, window, by, step, False, labels)
+    return _delta_frame(frame, sample, window, by, step, False, labels, at)
 
 
 def _le(value) -> float:
@@ -154,7 +167,8 @@ def histogram_quantile(q: float, buckets: Mapping | pd.Series) -> float:
 
     ``buckets`` maps each upper bound (string or number, ``"+Inf"`` included) to
     its cumulative count (or rate). Returns NaN without a ``+Inf`` bucket or
-    without observations.
+    without observations. A NaN count is left out, as labkit uses NaN for "no
+    rate in this window" where Prometheus would have no sample at all.
     """
     if math.isnan(q):
         return math.nan
@@ -186,7 +200,9 @@ def histogram_quantile(q: float, buckets: Mapping | pd.Series) -> float:
         start = bounds[b - 1]
         count -= counts[b - 1]
         rank -= counts[b - 1]
-    return start + (end - start) * (rank / count) if count > 0 else end
+    if count <= 0:  # only when q = 0 and the first bucket is empty: 0/0 in Prometheus, so NaN
+        return math.nan
+    return start + (end - start) * (rank / count)
 
 
 def quantiles_over_time(
@@ -195,6 +211,7 @@ def quantiles_over_time(
     qs: Sequence[float] = (0.5, 0.95, 0.99),
     window: float = 10.0,
     step: float | None = None,
+    at: Sequence[float] | None = None,
     **labels: str,
 ) -> pd.DataFrame:
     """``histogram_quantile(q, sum by (le) (rate(<histogram>_bucket[window])))`` for each q.
@@ -203,7 +220,7 @@ def quantiles_over_time(
     ``p50``, ``p95``, ... in seconds (the unit of the histogram); NaN where the
     window held no observations.
     """
-    rates = rate(frame, f"{histogram}_bucket", window, by=["le"], step=step, **labels)
+    rates = rate(frame, f"{histogram}_bucket", window, by=["le"], step=step, at=at, **labels)
     if rates.empty:
         return pd.DataFrame(columns=[quantile_name(q) for q in qs])
     out = {quantile_name(q): [histogram_quantile(q, row) for _, row in rates.iterrows()] for q in qs}

@@ -88,6 +88,8 @@ def test_rate_handles_a_restart_midway():
         (0.75, {"0.1": 10, "0.2": 20, "+Inf": 20}, 0.15),
         (1.0, {"0.1": 10, "0.2": 20, "+Inf": 20}, 0.2),
         (0.25, {"0.1": 10, "0.2": 20, "+Inf": 20}, 0.05),  # lowest bucket starts at 0
+        (0.0, {"0.1": 5, "0.2": 20, "+Inf": 20}, 0.0),
+        (0.0, {"0.1": 0, "0.2": 20, "+Inf": 20}, math.nan),  # 0/0 in Prometheus 2.42 (checked on the binary)
         (0.9, {"0.1": 10, "0.2": 20, "+Inf": 30}, 0.2),  # rank in +Inf: highest finite bound
         (0.5, {0.1: 10, 0.2: 8, math.inf: 20}, 0.1),  # non-monotonic input is fixed first
         (-0.1, {"0.1": 1, "+Inf": 1}, -math.inf),
@@ -95,7 +97,7 @@ def test_rate_handles_a_restart_midway():
     ],
 )
 def test_histogram_quantile(q, buckets, expected):
-    assert promql.histogram_quantile(q, buckets) == pytest.approx(expected)
+    assert promql.histogram_quantile(q, buckets) == pytest.approx(expected, nan_ok=True)
 
 
 @pytest.mark.parametrize("buckets", [{"0.1": 5, "0.2": 9}, {"0.1": 0, "+Inf": 0}, {"+Inf": 4}])
