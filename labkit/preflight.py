@@ -88,7 +88,7 @@ def check_local_server(start: bool = True) -> Check:
     if not start:
         return Check("local tritonserver", True, "binary present (not started)")
     try:
-        with triton.start(MODEL_REPOSITORY, mode="local") as server:
+        with triton.start(MODEL_REPOSITORY, mode="local", models=["metrics_demo"]) as server:
             import requests
 
             meta = requests.get(f"{server.http_url}/v2", timeout=5).json()

@@ -30,7 +30,7 @@ def require_tool(binary: str, install: str) -> str:
 @pytest.fixture(scope="session")
 def server():
     """One real Triton on model_repository/ for the tests that only send traffic."""
-    with triton.start(paths.MODEL_REPOSITORY, metrics_interval_ms=200) as handle:
+    with triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"], metrics_interval_ms=200) as handle:
         yield handle
 
 

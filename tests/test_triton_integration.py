@@ -56,7 +56,7 @@ def listening_addresses(pid: int) -> set[str]:
 
 
 def test_start_serves_and_stop_leaves_nothing():
-    server = triton.start(paths.MODEL_REPOSITORY)
+    server = triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"])
     try:
         assert server.is_ready()
         family_pids = {p.pid for p in psutil.Process(server.pid).children(recursive=True)} | {server.pid}
@@ -211,7 +211,7 @@ def test_fixed_port_in_use_is_explained():
     try:
         ports = triton.Ports(holder.getsockname()[1], grpc, metrics)
         with pytest.raises(triton.TritonStartError, match="already in use"):
-            triton.start(paths.MODEL_REPOSITORY, ports=ports)
+            triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"], ports=ports)
     finally:
         holder.close()
 
@@ -219,7 +219,7 @@ def test_fixed_port_in_use_is_explained():
 CHILD = """
 import json, sys, time
 from labkit import paths, triton
-server = triton.start(paths.MODEL_REPOSITORY)
+server = triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"])
 import psutil
 kids = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
 print(json.dumps({"server": server.pid, "kids": kids, "url": server.http_url}), flush=True)
@@ -274,7 +274,11 @@ def test_interpreter_exit_without_stop_stops_the_server():
 
 
 def test_two_servers_at_once_do_not_collide():
-    with triton.start(paths.MODEL_REPOSITORY) as first, triton.start(paths.MODEL_REPOSITORY) as second:
+    only = ["metrics_demo"]
+    with (
+        triton.start(paths.MODEL_REPOSITORY, models=only) as first,
+        triton.start(paths.MODEL_REPOSITORY, models=only) as second,
+    ):
         assert first.ports != second.ports
         assert first.is_ready() and second.is_ready()
 
@@ -325,3 +329,14 @@ def test_phases_record_every_span_and_open_loop_keeps_its_schedule(server):
     assert (ramp["start"] >= ramp["scheduled"] - 1e-3).all()
     burst = frame[frame["phase"] == "burst"]
     assert (burst["ok"] == ~burst["bad"]).all()
+
+
+def test_whole_repository_loads_as_docker_would_load_it():
+    """docker/run_triton.sh and the compose stack load every model in model_repository/."""
+    folders = sorted(p.name for p in paths.MODEL_REPOSITORY.iterdir() if (p / "config.pbtxt").exists())
+    assert "metrics_demo" in folders
+    with triton.start(paths.MODEL_REPOSITORY, timeout=180) as server:
+        index = requests.post(f"{server.http_url}/v2/repository/index", json={}, timeout=10).json()
+    states = {m["name"]: m.get("state") for m in index}
+    assert set(folders) <= set(states), f"not in the index: {set(folders) - set(states)}"
+    assert {name: state for name, state in states.items() if state != "READY"} == {}
