@@ -190,16 +190,17 @@ def stub_environment(libs_dir: Path | None = None, base: dict | None = None) -> 
     """
     env = dict(os.environ if base is None else base)
 
-    def prepend(name: str, parts: Iterable[str]) -> None:
+    def add(name: str, parts: Iterable[str], first: bool = True) -> None:
         old = [p for p in env.get(name, "").split(os.pathsep) if p]
-        env[name] = os.pathsep.join(dict.fromkeys([*parts, *old]))
+        env[name] = os.pathsep.join(dict.fromkeys([*parts, *old] if first else [*old, *parts]))
 
     libdirs = [str(libs_dir)] if libs_dir else []
     if sysconfig.get_config_var("LIBDIR"):
         libdirs.append(sysconfig.get_config_var("LIBDIR"))
-    prepend("LD_LIBRARY_PATH", libdirs)
-    prepend("PATH", [os.path.dirname(sys.executable)])
-    prepend("PYTHONPATH", _site_dirs())
+    add("LD_LIBRARY_PATH", libdirs)
+    add("PATH", [os.path.dirname(sys.executable)])
+    # after any PYTHONPATH the kernel has, as in the kernel's own sys.path
+    add("PYTHONPATH", _site_dirs(), first=False)
     return env
 
 

@@ -85,7 +85,7 @@ def test_stub_environment_carries_this_interpreters_packages(tmp_path):
     for directory in site.getsitepackages():
         if os.path.isdir(directory):
             assert directory in pythonpath
-    assert pythonpath[-1] == "/mine"
+    assert pythonpath[0] == "/mine"  # PYTHONPATH comes before site-packages, as in the kernel's sys.path
     assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == str(tmp_path)
     assert env["PATH"].endswith("/usr/bin")
 
