@@ -17,8 +17,9 @@ How it keeps a classroom out of trouble:
 
 Local mode runs the real ``tritonserver`` 2.51.0 binary shipped in the
 ``nvidia-pytriton==0.7.0`` wheel; the model's Python processes (the backend
-stubs) are given this interpreter's site-packages, so they see the same numpy
-and packages as the notebook kernel whether or not the venv is activated.
+stubs) find this interpreter's packages (labkit puts its ``bin`` first on
+``PATH``, which is what the stub goes by), so they see the same numpy and
+packages as the notebook kernel whether or not the venv is activated.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import os
 import platform
 import re
 import shutil
-import site
 import subprocess
 import sys
 import sysconfig
@@ -174,19 +174,16 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _site_dirs() -> list[str]:
-    dirs = list(site.getsitepackages())
-    if site.ENABLE_USER_SITE:
-        dirs.append(site.getusersitepackages())
-    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
-
-
 def stub_environment(libs_dir: Path | None = None, base: dict | None = None) -> dict[str, str]:
     """Environment for ``tritonserver`` so its Python stubs use *this* interpreter's packages.
 
-    An unactivated venv is not seen by the stub (it fails with "No module named
-    'numpy'"), so the interpreter's site-packages go on ``PYTHONPATH``, its
-    ``bin`` on ``PATH``, and its ``libpython`` directory on ``LD_LIBRARY_PATH``.
+    The stub embeds Python and **ignores** ``PYTHONPATH``: it takes its prefix,
+    and so its site-packages, from the first ``python3`` on ``PATH`` (checked on
+    2.51.0: with ``PYTHONPATH`` naming another numpy, the stub still imported the
+    one of the ``python3`` on ``PATH``). A venv that is not activated is therefore
+    not seen (the model fails with "No module named 'numpy'") unless this
+    interpreter's ``bin`` comes first on ``PATH``, which is what this does; its
+    ``libpython`` directory and the wheel's libraries go on ``LD_LIBRARY_PATH``.
     """
     env = dict(os.environ if base is None else base)
 
@@ -199,8 +196,6 @@ def stub_environment(libs_dir: Path | None = None, base: dict | None = None) -> 
         libdirs.append(sysconfig.get_config_var("LIBDIR"))
     add("LD_LIBRARY_PATH", libdirs)
     add("PATH", [os.path.dirname(sys.executable)])
-    # after any PYTHONPATH the kernel has, as in the kernel's own sys.path
-    add("PYTHONPATH", _site_dirs(), first=False)
     return env
 
 

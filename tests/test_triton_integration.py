@@ -340,3 +340,18 @@ def test_whole_repository_loads_as_docker_would_load_it():
     states = {m["name"]: m.get("state") for m in index}
     assert set(folders) <= set(states), f"not in the index: {set(folders) - set(states)}"
     assert {name: state for name, state in states.items() if state != "READY"} == {}
+
+
+def test_the_stub_ignores_pythonpath(tmp_path, monkeypatch):
+    """Why labkit relies on PATH: a module reachable only through PYTHONPATH is not seen by model.py."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "course_sentinel.py").write_text("VALUE = 1\n")
+    model_py = tmp_path / "model.py"
+    model_py.write_text(
+        "import course_sentinel  # noqa\n\n\nclass TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
+    )
+    repository.add_model(tmp_path / "repo", "sentinel", model_py)
+    monkeypatch.setenv("PYTHONPATH", str(extra))
+    with pytest.raises(triton.TritonStartError, match="No module named 'course_sentinel'"):
+        triton.start(tmp_path / "repo")
