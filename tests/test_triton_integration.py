@@ -349,7 +349,8 @@ def test_the_stub_ignores_pythonpath(tmp_path, monkeypatch):
     (extra / "course_sentinel.py").write_text("VALUE = 1\n")
     model_py = tmp_path / "model.py"
     model_py.write_text(
-        "import course_sentinel  # noqa\n\n\nclass TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
+        "import course_sentinel  # noqa\n\n\n"
+        "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
     )
     repository.add_model(tmp_path / "repo", "sentinel", model_py)
     monkeypatch.setenv("PYTHONPATH", str(extra))
