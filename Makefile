@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test lint unit run clean
+.PHONY: setup lab test lint unit run clean bench tools
 
 setup: $(STAMP)
 
@@ -28,7 +28,17 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup lint
+# prometheus + promtool (notebook 05 on, and the metric-name lint): installed with apt when
+# missing and running as root (CI, Codespaces); otherwise the command to run is printed.
+tools:
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	else \
+	  echo "prometheus/promtool not found. Install: sudo apt-get install prometheus (Debian/Ubuntu) or brew install prometheus"; \
+	fi
+
+test: setup lint tools
 	$(BIN)/python -m pytest -v -rs --durations=15 --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
 
 run: setup
@@ -36,6 +46,12 @@ run: setup
 
 unit: setup
 	$(BIN)/python -m pytest -v -m "not integration" tests
+
+# What custom metrics cost a Python model: per-call cost, then throughput and latency of the
+# same model without metrics, with per-request calls and with the recommended pattern (~2 min).
+# Prints a table, then one JSON line. BENCH_ARGS passes options: make bench BENCH_ARGS="--cycles 10"
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

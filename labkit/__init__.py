@@ -8,6 +8,9 @@ teaches it; later notebooks import it from here.
 - ``labkit.scrape``: read ``/metrics`` into a tidy pandas DataFrame; a background sampler.
 - ``labkit.promql``: ``rate``, ``increase`` and ``histogram_quantile`` in pandas.
 - ``labkit.plots``: the course's standard plots.
+- ``labkit.prometheus``: a real Prometheus scraping given targets; PromQL into DataFrames.
+- ``labkit.process``: child processes that never outlive the Python that started them.
+- ``labkit.checks``: the exercise checkers.
 """
 
 __version__ = "0.1.0"

@@ -1,0 +1,463 @@
+"""Run a real Prometheus next to Triton and read PromQL results into pandas.
+
+``start(targets)`` writes a config that scrapes the given Triton servers (or
+metrics URLs) every ``scrape_interval`` seconds, starts the ``prometheus``
+binary on a free 127.0.0.1 port with its storage in a temp dir, waits for
+``/-/ready`` and returns a :class:`Prometheus` handle with ``query``,
+``query_range``, ``alerts``, ``rules``, ``targets``, ``set_rules`` (reload
+without restart) and ``stop()``. The process
+is supervised by :class:`labkit.process.ManagedProcess`: it is stopped by
+``stop()``, at interpreter exit, and when the Python that started it is killed.
+
+A missing binary raises :class:`PrometheusNotFoundError`, whose message ends
+with :data:`INSTALL_HINT`, the exact commands: ``sudo apt-get install
+prometheus`` (Debian/Ubuntu, brings ``promtool`` too), ``brew install
+prometheus`` (macOS), or the compose stack of ``docker/``, which brings its own.
+Notebook 05 lets it raise (it fails, and says how to install, in CI as
+elsewhere); the tests skip with that message, but fail when ``CI=true``
+(``tests/conftest.py``'s ``require_tool``); ``.ci/run`` installs the package
+where it is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import requests
+import yaml
+
+from labkit.process import ManagedProcess, free_port
+
+INSTALL_HINT = (
+    "Debian/Ubuntu: `sudo apt-get install prometheus` (it brings promtool; if it starts a service on port 9090, "
+    "`sudo systemctl disable --now prometheus`); macOS: `brew install prometheus`; "
+    "or run the whole stack in Docker: "
+    "`GRAFANA_ADMIN_PASSWORD=<choose one> docker compose -f docker/compose.yaml up -d`"
+)
+JOB = "triton"
+
+
+class PrometheusNotFoundError(RuntimeError):
+    """The ``prometheus`` (or ``promtool``) binary is not on PATH; the message says how to install it."""
+
+
+class PrometheusStartError(RuntimeError):
+    """Prometheus did not become ready; the message quotes the end of its log."""
+
+
+class PromQLError(RuntimeError):
+    """Prometheus refused a query (bad syntax, unknown function...); the message is Prometheus' own."""
+
+
+class PrometheusReloadError(RuntimeError):
+    """Prometheus refused the new config or rules on reload; it keeps the old ones. The message says why."""
+
+
+def find_binary(name: str = "prometheus") -> str:
+    """Full path of ``prometheus`` or ``promtool``, or :class:`PrometheusNotFoundError` with the install commands."""
+    found = shutil.which(name)
+    if found is None:
+        raise PrometheusNotFoundError(f"`{name}` is not installed (not on PATH). Install it: {INSTALL_HINT}")
+    return found
+
+
+def promtool(*args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``promtool args...`` and return the completed process (text output, not checked)."""
+    cmd = [find_binary("promtool"), *args]
+    return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a Prometheus duration: ``1`` -> ``"1s"``, ``0.5`` -> ``"500ms"``, ``300`` -> ``"5m"``."""
+    ms = int(round(seconds * 1000))
+    if ms <= 0:
+        raise ValueError(f"a duration must be positive, not {seconds!r}")
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def target_of(target: Any) -> tuple[str, str]:
+    """``(host:port, metrics_path)`` of a TritonServer handle, a metrics URL or a ``host:port``."""
+    url = getattr(target, "metrics_url", target)
+    match = re.fullmatch(r"(?:https?://)?([^/]+)(/.*)?", str(url))
+    if not match:
+        raise ValueError(f"not a metrics URL or host:port: {url!r}")
+    return match.group(1), match.group(2) or "/metrics"
+
+
+def make_config(
+    targets: Iterable[Any],
+    *,
+    job: str = JOB,
+    scrape_interval: float = 1.0,
+    evaluation_interval: float | None = None,
+    rule_files: Sequence[str | os.PathLike] = (),
+) -> dict:
+    """A Prometheus config (as a dict) scraping ``targets`` in the job ``job``.
+
+    Targets with another metrics path than ``/metrics`` get a scrape config of
+    their own; job names must be unique, so these are then ``<job>-0``, ``<job>-1``...
+    """
+    by_path: dict[str, list[str]] = {}
+    for target in targets:
+        address, path = target_of(target)
+        by_path.setdefault(path, []).append(address)
+    scrape_configs = [
+        {"job_name": job, "metrics_path": path, "static_configs": [{"targets": addresses}]}
+        for path, addresses in by_path.items()
+    ]
+    if len(scrape_configs) > 1:  # job names must be unique
+        for number, config in enumerate(scrape_configs):
+            config["job_name"] = f"{job}-{number}"
+    interval = duration(scrape_interval)
+    config: dict = {
+        "global": {
+            "scrape_interval": interval,
+            "scrape_timeout": interval,
+            "evaluation_interval": duration(evaluation_interval or scrape_interval),
+        },
+        "scrape_configs": scrape_configs,
+    }
+    if rule_files:
+        config["rule_files"] = [str(Path(p).resolve()) for p in rule_files]
+    return config
+
+
+# ------------------------------------------------------------------ results
+
+
+def _labels_first(frame: pd.DataFrame) -> pd.DataFrame:
+    labels = sorted(c for c in frame.columns if c not in ("time", "value"))
+    if "__name__" in labels:
+        labels.remove("__name__")
+        labels.insert(0, "__name__")
+    return frame[[*labels, "time", "value"]]
+
+
+def result_frame(data: Mapping) -> pd.DataFrame:
+    """The ``data`` of a query API answer as a tidy frame: one row per point, labels, ``time``, ``value``.
+
+    ``time`` is in seconds since the epoch, ``value`` a float (``"NaN"`` and ``"+Inf"`` included).
+    """
+    kind, result = data["resultType"], data["result"]
+    rows: list[dict] = []
+    if kind in ("scalar", "string"):
+        rows.append({"time": float(result[0]), "value": float(result[1]) if kind == "scalar" else result[1]})
+    elif kind == "vector":
+        for item in result:
+            rows.append({**item["metric"], "time": float(item["value"][0]), "value": float(item["value"][1])})
+    elif kind == "matrix":
+        for item in result:
+            for when, value in item.get("values", []):
+                rows.append({**item["metric"], "time": float(when), "value": float(value)})
+    else:
+        raise PromQLError(f"unknown result type {kind!r}")
+    if not rows:
+        return pd.DataFrame({"time": pd.Series(dtype=float), "value": pd.Series(dtype=float)})
+    return _labels_first(pd.DataFrame(rows))
+
+
+# ------------------------------------------------------------------- handle
+
+
+def _cleanup(process: ManagedProcess, workdir: str) -> None:
+    process.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Prometheus:
+    """A running Prometheus: ``url``, PromQL over its HTTP API into DataFrames, ``stop()``.
+
+    Use it as a context manager so it stops when the block ends::
+
+        with labkit.prometheus.start([server]) as prom:
+            prom.query("rate(demo_requests_total[5s])")
+    """
+
+    def __init__(self, process: ManagedProcess, port: int, workdir: Path, config: dict) -> None:
+        self.process = process
+        self.port = port
+        self.workdir = workdir
+        self.config = config
+        self.config_path = workdir / "prometheus.yml"
+        self._finalizer = weakref.finalize(self, _cleanup, process, str(workdir))
+
+    host = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:41234`` (the web UI is there too)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Process id of ``prometheus``."""
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        """True while the process is alive."""
+        return self.process.is_running()
+
+    def is_ready(self, timeout: float = 2.0) -> bool:
+        """True when ``/-/ready`` answers 200."""
+        try:
+            return requests.get(f"{self.url}/-/ready", timeout=timeout).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until ``/-/ready`` answers, or raise :class:`PrometheusStartError` quoting the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise PrometheusStartError(self._failure(f"prometheus exited with code {self.process.returncode}"))
+            if self.is_ready(timeout=1.0):
+                return
+            time.sleep(0.1)
+        raise PrometheusStartError(self._failure(f"prometheus was not ready after {timeout:.0f} s"))
+
+    def _failure(self, headline: str) -> str:
+        self.stop()
+        lines = "\n".join("  " + ln for ln in self.log().splitlines()[-15:])
+        return f"{headline}.\nLast lines of its log:\n{lines}\nCommand: {' '.join(self.process.command)}"
+
+    def log(self) -> str:
+        """Everything Prometheus has printed so far (kept after stop)."""
+        return self.process.log()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the log."""
+        return self.process.log_tail(lines)
+
+    # API -----------------------------------------------------------------------
+    def api(self, path: str, **params: Any) -> Any:
+        """GET ``/api/v1/<path>`` and return its ``data``; a refused query raises :class:`PromQLError`."""
+        response = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=30)
+        try:
+            body = response.json()
+        except ValueError as err:
+            raise PromQLError(f"/api/v1/{path} answered HTTP {response.status_code}: {response.text[:200]!r}") from err
+        if body.get("status") != "success":
+            raise PromQLError(f"{body.get('errorType', 'error')}: {body.get('error', body)} (query: {params})")
+        return body["data"]
+
+    def query(self, expr: str, at: float | None = None) -> pd.DataFrame:
+        """Evaluate ``expr`` at one instant (``at``, epoch seconds; default now): one row per series."""
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        return result_frame(self.api("query", **params))
+
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> pd.DataFrame:
+        """Evaluate ``expr`` at ``start``, ``start + step``, ... up to ``end``: one row per series and time."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        return result_frame(self.api("query_range", **params))
+
+    def raw_samples(self, selector: str, start: float, end: float) -> pd.DataFrame:
+        """The samples Prometheus stored for ``selector`` in ``[start, end]``, shaped like a
+        :mod:`labkit.scrape` frame (``time``, ``family``, ``type``, ``sample``, labels, ``value``)."""
+        window = math.ceil(end - start)
+        frame = self.query(f"{selector}[{window}s]", at=end)
+        frame = frame[frame["time"] >= start]
+        if frame.empty:
+            return frame
+        name = frame.pop("__name__")
+        labels = [c for c in frame.columns if c not in ("time", "value")]
+        frame = frame.assign(family=name, type="untyped", sample=name)
+        return frame[["time", "family", "type", "sample", *labels, "value"]].reset_index(drop=True)
+
+    def targets(self) -> pd.DataFrame:
+        """One row per scrape target: job, instance, health, last scrape time and error."""
+        rows = [
+            {
+                "job": t["labels"].get("job"),
+                "instance": t["labels"].get("instance"),
+                "health": t["health"],
+                "last_scrape": t["lastScrape"],
+                "last_error": t["lastError"],
+            }
+            for t in self.api("targets")["activeTargets"]
+        ]
+        return pd.DataFrame(rows, columns=["job", "instance", "health", "last_scrape", "last_error"])
+
+    def rules(self) -> pd.DataFrame:
+        """One row per loaded rule: group, name, type (recording/alerting), health, state, last error."""
+        rows = []
+        for group in self.api("rules")["groups"]:
+            for rule in group["rules"]:
+                rows.append(
+                    {
+                        "group": group["name"],
+                        "name": rule["name"],
+                        "type": rule["type"],
+                        "query": rule["query"],
+                        "health": rule["health"],
+                        "state": rule.get("state", ""),
+                        "last_error": rule.get("lastError", ""),
+                    }
+                )
+        return pd.DataFrame(rows, columns=["group", "name", "type", "query", "health", "state", "last_error"])
+
+    def alerts(self) -> pd.DataFrame:
+        """Active alerts (pending or firing): alertname, state, since when, value, summary, and their labels."""
+        rows = [
+            {
+                "alertname": a["labels"].get("alertname"),
+                "state": a["state"],
+                "active_at": pd.Timestamp(a["activeAt"]).timestamp(),
+                "value": float(a["value"]),
+                "summary": a.get("annotations", {}).get("summary", ""),
+                **{k: v for k, v in a["labels"].items() if k != "alertname"},
+            }
+            for a in self.api("alerts")["alerts"]
+        ]
+        return pd.DataFrame(rows, columns=None if rows else ["alertname", "state", "active_at", "value", "summary"])
+
+    def wait_for(self, expr: str, timeout: float = 30.0) -> pd.DataFrame:
+        """Block until the instant query ``expr`` returns something (e.g. ``up == 1``); return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = self.query(expr)
+            if not frame.empty:
+                return frame
+            time.sleep(0.2)
+        raise TimeoutError(f"{expr!r} returned nothing for {timeout} s; targets:\n{self.targets()}")
+
+    def wait_for_samples(self, selector: str = "up", count: int = 2, timeout: float = 30.0) -> None:
+        """Block until every series of ``selector`` has ``count`` scraped samples (2 for a first rate).
+
+        Prometheus 2.42 scrapes a new target only some seconds after it starts (it
+        applies target changes every 5 s), so the first samples take about 6 s.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = self.query(f"count_over_time({selector}[1h])")
+            if not frame.empty and (frame["value"] >= count).all():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{selector!r} did not reach {count} samples in {timeout} s; targets:\n{self.targets()}")
+
+    @property
+    def scrape_interval(self) -> float:
+        """The global scrape interval in seconds."""
+        return _seconds(self.config["global"]["scrape_interval"])
+
+    # rules -------------------------------------------------------------------
+    @property
+    def rules_path(self) -> Path:
+        """The rule file labkit writes (``rules=`` of :func:`start`, then :meth:`set_rules`)."""
+        return self.workdir / "rules.yml"
+
+    def set_rules(self, rules: Mapping) -> None:
+        """Replace the rules in :attr:`rules_path` with ``rules`` (a rule file as a dict) and reload.
+
+        No restart: scraping goes on, and the new rules run from their next evaluation.
+        """
+        self.rules_path.write_text(yaml.safe_dump(dict(rules), sort_keys=False))
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read the config and rule files (``POST /-/reload``), as after editing them in production."""
+        response = requests.post(f"{self.url}/-/reload", timeout=30)
+        if response.status_code != 200:
+            errors = [line for line in self.log().splitlines() if "level=error" in line][-3:]
+            detail = "\n".join(["", "From its log:", *errors]) if errors else ""
+            raise PrometheusReloadError(f"Prometheus kept its old config: {response.text.strip()}{detail}")
+
+    # stopping ------------------------------------------------------------------
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop Prometheus and remove its config and storage. Safe to call twice."""
+        self.process.stop(timeout)
+        self._finalizer()
+
+    def __enter__(self) -> "Prometheus":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<Prometheus {state} {self.url} scrape every {self.config['global']['scrape_interval']}>"
+
+
+def _seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+)(ms|s|m|h|d)", text):
+        total += int(number) * units[unit]
+    return total
+
+
+def start(
+    targets: Iterable[Any],
+    *,
+    scrape_interval: float = 1.0,
+    evaluation_interval: float | None = None,
+    rule_files: Sequence[str | os.PathLike] = (),
+    rules: Mapping | None = None,
+    job: str = JOB,
+    port: int | None = None,
+    timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
+) -> Prometheus:
+    """Start a real Prometheus scraping ``targets`` and wait until it is ready.
+
+    Args:
+        targets: TritonServer handles, metrics URLs or ``host:port`` strings.
+        scrape_interval: seconds between scrapes (production: 15-60 s; here 1 s).
+        evaluation_interval: seconds between rule evaluations (default: the scrape interval).
+        rule_files: rule files to load, as they are.
+        rules: one more rule file given as a dict (``{"groups": [...]}``), written into the temp dir
+            (:attr:`Prometheus.rules_path`); :meth:`Prometheus.set_rules` replaces it later.
+        job: the ``job`` label of the targets (the shipped rules and dashboards use ``triton``).
+        port: fixed port; default a free one on 127.0.0.1.
+        timeout: seconds to wait for ``/-/ready``.
+
+    Raises:
+        PrometheusNotFoundError: the binary is missing (the message says how to install it).
+        PrometheusStartError: it did not start (the message quotes its log).
+    """
+    binary = find_binary("prometheus")
+    targets = list(targets)
+    attempts = 1 if port is not None else 3
+    for attempt in range(attempts):
+        workdir = Path(tempfile.mkdtemp(prefix="labkit-prometheus-"))
+        own_rules = workdir / "rules.yml"  # always loaded, so set_rules() can fill it later
+        own_rules.write_text(yaml.safe_dump(dict(rules if rules is not None else {"groups": []}), sort_keys=False))
+        files = [*(Path(p).resolve() for p in rule_files), own_rules]
+        config = make_config(
+            targets, job=job, scrape_interval=scrape_interval, evaluation_interval=evaluation_interval, rule_files=files
+        )
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        chosen = port or free_port()
+        command = [
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{chosen}",
+            "--web.enable-lifecycle",  # POST /-/reload (and /-/quit): loopback only, like the rest
+            *extra_args,
+        ]
+        handle = Prometheus(ManagedProcess(command, name="prometheus"), chosen, workdir, config)
+        try:
+            handle.wait_ready(timeout)
+            return handle
+        except PrometheusStartError as err:
+            if "address already in use" in str(err) and attempt + 1 < attempts:
+                continue
+            raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,184 @@
+"""docker/compose.yaml and its GPU override, read with PyYAML (no Docker engine needed).
+
+Pinned images, loopback-only ports, no default password, every mounted path
+present, and the files it mounts are the ones promtool and the lint tests check.
+When a Compose CLI is installed (`docker compose` or Debian's `docker-compose`),
+`config` validates the files too (it needs no engine).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labkit import TRITON_IMAGE
+from tests import monitoring_files as mf
+from tests.conftest import IN_CI
+
+COMPOSE = mf.load_yaml(mf.COMPOSE)
+GPU = mf.load_yaml(mf.COMPOSE_GPU)
+SERVICES = COMPOSE["services"]
+
+
+def command_flags(service: dict) -> dict[str, str]:
+    """``--flag=value`` items of a service's command, as a dict."""
+    return dict(arg.lstrip("-").split("=", 1) for arg in service.get("command", []) if "=" in arg)
+
+
+def bind_mounts(service: dict) -> list[tuple[Path, str, str]]:
+    """``(host path, container path, mode)`` of a service's bind mounts (named volumes left out)."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        source, target, *mode = volume.split(":")
+        if source.startswith((".", "/")):
+            mounts.append(((mf.DOCKER / source).resolve(), target, mode[0] if mode else "rw"))
+    return mounts
+
+
+def mount_source(service: dict, container_path: str) -> Path:
+    """The host path mounted at ``container_path`` (or at a parent folder of it)."""
+    for source, target, _ in bind_mounts(service):
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return source / os.path.relpath(container_path, target)
+    raise AssertionError(f"nothing is mounted at {container_path}")
+
+
+def test_three_services():
+    assert set(SERVICES) == {"triton", "prometheus", "grafana"}
+
+
+def test_images_are_pinned():
+    assert SERVICES["triton"]["image"] == TRITON_IMAGE
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", SERVICES["prometheus"]["image"])
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", SERVICES["grafana"]["image"])
+
+
+def test_prometheus_image_is_the_release_promtool_checks():
+    """The rules and config are checked by the local promtool: the image runs the same release."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed; test_prometheus_config.py says how to install it")
+    out = subprocess.run([promtool, "--version"], capture_output=True, text=True).stdout
+    local = re.search(r"version (\d+\.\d+)\.", out).group(1)
+    assert SERVICES["prometheus"]["image"].startswith(f"prom/prometheus:v{local}.")
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_ports_only_on_loopback(name):
+    for port in SERVICES[name].get("ports", []):
+        assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port} is open to the network"
+
+
+def test_grafana_password_from_the_environment_without_default():
+    env = SERVICES["grafana"]["environment"]
+    password = env["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), "required variable, no default"
+    text = mf.COMPOSE.read_text()
+    assert "GRAFANA_ADMIN_PASSWORD:-" not in text and "GRAFANA_ADMIN_PASSWORD-" not in text
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_mounted_path_exists(name):
+    for source, target, mode in bind_mounts(SERVICES[name]):
+        assert source.exists(), f"{name}: {source} (mounted at {target}) does not exist"
+        assert mode == "ro", f"{name}: {target} should be read-only"
+
+
+def test_triton_serves_the_repository_model_repository():
+    triton = SERVICES["triton"]
+    flags = command_flags(triton)
+    assert mount_source(triton, flags["model-repository"]) == (mf.DOCKER.parent / "model_repository").resolve()
+    assert flags["allow-metrics"] == "true"
+    published = {p.split(":")[-1] for p in triton["ports"]}
+    assert {"8000", "8001", flags.get("metrics-port", "8002")} <= published
+
+
+def test_prometheus_mounts_the_config_promtool_checks():
+    prometheus = SERVICES["prometheus"]
+    flags = command_flags(prometheus)
+    config_path = flags["config.file"]
+    assert mount_source(prometheus, config_path) == mf.PROMETHEUS_CONFIG.resolve()
+    # rule_files are relative to the config's folder, in the container as here
+    config = mf.load_yaml(mf.PROMETHEUS_CONFIG)
+    container_dir = os.path.dirname(config_path)
+    for pattern in config["rule_files"]:
+        in_container = os.path.normpath(os.path.join(container_dir, pattern))
+        host_pattern = mount_source(prometheus, os.path.dirname(in_container)) / os.path.basename(in_container)
+        found = sorted(host_pattern.parent.glob(host_pattern.name))
+        assert found == mf.RULE_FILES, f"{pattern} must load exactly the rule files the tests check"
+    assert flags["storage.tsdb.path"] in {v.split(":")[1] for v in prometheus["volumes"]}
+
+
+def test_prometheus_scrapes_the_triton_service():
+    config = mf.load_yaml(mf.PROMETHEUS_CONFIG)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert "triton" in jobs, "the rules and dashboards select job=triton"
+    targets = [t for sc in jobs["triton"]["static_configs"] for t in sc["targets"]]
+    metrics_port = command_flags(SERVICES["triton"]).get("metrics-port", "8002")
+    assert targets == [f"triton:{metrics_port}"]
+
+
+def test_grafana_provisioning_matches_the_mounts():
+    grafana = SERVICES["grafana"]
+    assert mount_source(grafana, "/etc/grafana/provisioning") == (mf.GRAFANA / "provisioning").resolve()
+    for path in mf.DASHBOARD_PROVIDERS:
+        for provider in mf.load_yaml(path)["providers"]:
+            folder = mount_source(grafana, provider["options"]["path"])
+            assert sorted(folder.glob("*.json")) == mf.DASHBOARDS
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert mount_source(grafana, home).exists()
+    for path in mf.DATASOURCES:
+        for source in mf.load_yaml(path)["datasources"]:
+            host = re.match(r"https?://([^:/]+)", source["url"]).group(1)
+            assert host in SERVICES, f"the datasource points at {host}, not a service of the stack"
+
+
+def test_gpu_override_reserves_nvidia_gpus_for_triton_only():
+    assert set(GPU["services"]) == {"triton"}
+    devices = GPU["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+
+
+def compose_cli() -> list[str] | None:
+    """`docker compose` (v2 plugin) or `docker-compose` (v1, Debian's package), whichever runs."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_compose_cli_config():
+    """`compose config` (no engine needed): valid with the password set, refused without it."""
+    cli = compose_cli()
+    if cli is None:
+        message = (
+            "no Compose CLI here (Docker is optional for this course); to run this check: "
+            "`sudo apt-get install docker-compose` or Docker's compose plugin"
+        )
+        if IN_CI:
+            pytest.fail(message + " (.ci/run installs it)")
+        pytest.skip(message)
+    files = ["-f", str(mf.COMPOSE), "-f", str(mf.COMPOSE_GPU)]
+    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    refused = subprocess.run([*cli, *files, "config", "-q"], capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr + refused.stdout
+    env["GRAFANA_ADMIN_PASSWORD"] = "only-for-this-test"
+    ok = subprocess.run([*cli, *files, "config"], capture_output=True, text=True, env=env, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    resolved = yaml.safe_load(ok.stdout)["services"]
+    assert resolved["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "only-for-this-test"
+    for name, service in resolved.items():
+        for port in service.get("ports", []):  # v1 prints "ip:host:container", v2 a mapping
+            host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name}: {port}"
+    assert resolved["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
