@@ -275,3 +275,77 @@ def error_ratio_reference(frame: pd.DataFrame, window: float) -> pd.Series:
     """How the checker itself computes the ratio (shown after the exercise)."""
     rates = promql.rate(frame, "demo_requests_total", window, by=["outcome"])
     return rates["error"] / rates.sum(axis=1)
+
+
+# ------------------------------------------------------------------ exercise 05
+
+WRONG_05_HINTS = (
+    (lambda v: 0.30 < v < 0.37, "that is errors / successes (1/3); divide by all requests instead."),
+    (lambda v: v < 0.2, "close to the share since the server started: take rate(...[10s]) of each counter first."),
+)
+
+
+def check_05(queries: str | list[str]) -> Feedback | list[Feedback]:
+    """Exercise 05: the PromQL for the error ratio of ``metrics_demo`` over the last 10 s.
+
+    A real Triton gets 200 good requests, then ~12 s of traffic where exactly one
+    request in four carries a NaN; a real Prometheus scrapes it every second. The
+    query is evaluated at the end and must give one series close to 0.25.
+    Several queries can be graded on one run by passing a list.
+    """
+    batch = [queries] if isinstance(queries, str) else list(queries)
+    if not any(q.strip() for q in batch):
+        return Feedback("05", NOT_ATTEMPTED, "Write the PromQL expression in the string, then run this check.")
+    from labkit import prometheus, traffic
+
+    with triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"]) as server:
+        with prometheus.start([server], scrape_interval=1.0) as prom:
+            prom.wait_for_samples("demo_requests_total", count=2, timeout=30)
+            client = traffic.make_client(server, "grpc")
+            rng = np.random.default_rng(5)
+            for _ in range(200):  # history: no errors
+                traffic.infer(client, rng.normal(size=32).astype(np.float32))
+            time.sleep(2.0)
+            end = time.monotonic() + 12.0
+            sent = 0
+            while time.monotonic() < end:
+                values = rng.normal(size=32).astype(np.float32)
+                bad = sent % 4 == 0
+                if bad:
+                    values[0] = np.nan
+                try:
+                    traffic.infer(client, values)
+                except Exception as err:  # noqa: BLE001 (only the NaN ones may fail)
+                    if not bad:
+                        raise
+                    del err
+                sent += 1
+                time.sleep(0.02)
+            client.close()
+            time.sleep(1.5)  # one more scrape
+            results = [_grade_05(prom, q) for q in batch]
+    return results[0] if isinstance(queries, str) else results
+
+
+def _grade_05(prom, query: str) -> Feedback:
+    from labkit.prometheus import PromQLError
+
+    if not query.strip():
+        return Feedback("05", NOT_ATTEMPTED, "Write the PromQL expression in the string.")
+    try:
+        frame = prom.query(query)
+    except PromQLError as err:
+        return Feedback("05", WRONG, f"Prometheus refused the query: {err}")
+    if len(frame) != 1:
+        return Feedback("05", WRONG, f"It returned {len(frame)} series; aggregate with sum(...) to get one ratio.")
+    value = float(frame["value"].iloc[0])
+    if abs(value - 0.25) <= 0.04:
+        return Feedback(
+            "05", CORRECT, f"{value:.3f} of the requests failed over the last 10 s (exactly 1 in 4 was bad)."
+        )
+    if value > 1.5:
+        return Feedback(
+            "05", WRONG, f"It gave {value:.1f}, a rate in requests per second, not a ratio between 0 and 1."
+        )
+    hint = next((h for test, h in WRONG_05_HINTS if test(value)), "expected about 0.25.")
+    return Feedback("05", WRONG, f"It gave {value:.3f}: {hint}")

@@ -89,3 +89,21 @@ def test_04():
     ):
         feedback = checks.check_04(answer)
         assert feedback.status == "wrong" and f"For the {says} frame" in feedback.message, feedback
+
+
+def test_05():
+    solution = {}
+    exec((SOLUTIONS / "05_error_ratio_promql.py").read_text(), solution)  # what %load would run
+    assert checks.check_05("").status == "not attempted"
+    wrong = {
+        'sum(rate(demo_requests_total{outcome="error"}[10s]))'
+        ' / sum(rate(demo_requests_total{outcome="success"}[10s]))': "errors / successes",
+        'sum(demo_requests_total{outcome="error"}) / sum(demo_requests_total)': "since the server started",
+        'sum(rate(demo_requests_total{outcome="error"}[10s]))': "a rate in requests per second",
+        'rate(demo_requests_total{outcome="error"}[10s]) / ignoring(outcome) rate(demo_requests_total[10s])': "series",
+        "sum(rate(demo_requests_total[10s]": "refused the query",
+    }
+    results = checks.check_05([solution["error_ratio_promql"], *wrong])
+    assert results[0].status == "correct", results[0]
+    for feedback, says in zip(results[1:], wrong.values(), strict=True):
+        assert feedback.status == "wrong" and says in feedback.message, feedback
