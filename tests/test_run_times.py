@@ -28,6 +28,6 @@ def test_header_run_time_matches_measured(path):
     if measured is None:
         pytest.skip(f"{path.name} did not run in this session: run `make test` (pytest --nbmake ... notebooks)")
     stated = stated_seconds(path)
-    assert stated / 2 <= measured <= stated * 2, (
-        f"{path.name}: header says about {stated} s, this run measured {measured:.0f} s; update the header"
-    )
+    assert (
+        stated / 2 <= measured <= stated * 2
+    ), f"{path.name}: header says about {stated} s, this run measured {measured:.0f} s; update the header"

@@ -1,0 +1,361 @@
+"""``make bench``: what custom metrics cost a Triton Python model, measured side by side.
+
+1. **Per-call cost.** The ``call_cost`` model times N calls each of counter
+   ``increment``, gauge ``set`` and histogram ``observe`` inside ``execute``
+   (next to an empty ``time.perf_counter()`` pair) and returns every duration.
+2. **Throughput and latency.** ``bench_model`` is loaded once per variant
+   (``none``, ``naive``, ``recommended``, ``helper``, ``thread``; see its
+   ``model.py``) in one server. The same closed-loop load (:mod:`bench.load`)
+   cycles through the variants without a pause, a short window each, in a
+   rotated order, many times; each variant's throughput is compared with the
+   uninstrumented one of the same cycle, and the table shows medians. Besides
+   requests/s and client latency it reports the CPU time per request of the
+   load, the server and the model's stub (less sensitive to a busy machine
+   than requests/s) and the mean batch size that dynamic batching formed.
+
+It prints a table, then one JSON line (``per_call_us``, ``throughput_ratio``,
+``uninstrumented_rps`` and more). ``python -m bench --help`` lists the knobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from bench.load import LoadGenerator, Window, schedule
+from labkit import paths, scrape, triton
+
+MODELS = Path(__file__).resolve().parent / "models"
+VARIANTS = ("none", "naive", "recommended", "helper", "thread")
+CALLS_PER = {
+    "none": "0",
+    "naive": "2 per request",
+    "recommended": "2 per execute",
+    "helper": "2 per execute",
+    "thread": "2 per request, off-thread",
+}
+KINDS = ("perf_counter", "increment", "set", "observe")
+
+
+def model_name(variant: str, work_us: int = 0) -> str:
+    """The name a variant of ``bench_model`` is loaded under (``bench_naive``, ``bench_naive_2000us``)."""
+    return f"bench_{variant}" if not work_us else f"bench_{variant}_{work_us}us"
+
+
+def build_repository(dest: str | Path, variants: Iterable[str] = VARIANTS, work_us: Sequence[int] = (0,)) -> Path:
+    """A model repository in ``dest`` with ``call_cost`` and one ``bench_model`` per variant and work time.
+
+    Call it again on the same ``dest`` to add other variants or work times.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(MODELS / "call_cost", dest / "call_cost", ignore=ignore, dirs_exist_ok=True)
+    source = (MODELS / "bench_model" / "config.pbtxt").read_text()
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+        for work in work_us:
+            name = model_name(variant, work)
+            shutil.copytree(MODELS / "bench_model", dest / name, ignore=ignore)
+            config = re.sub(r'^name:\s*"[^"]*"', f'name: "{name}"', source, flags=re.MULTILINE)
+            config = _set_parameter(config, "metrics", variant)
+            config = _set_parameter(config, "work_us", str(work))
+            (dest / name / "config.pbtxt").write_text(config)
+    return dest
+
+
+def _set_parameter(config: str, key: str, value: str) -> str:
+    pattern = rf'(key:\s*"{key}"\s*value:\s*\{{\s*string_value:\s*)"[^"]*"'
+    config, count = re.subn(pattern, rf'\g<1>"{value}"', config)
+    if count != 1:
+        raise ValueError(f"parameter {key!r} not found in bench_model/config.pbtxt")
+    return config
+
+
+# ------------------------------------------------------------------ per-call cost
+
+
+def call_seconds(server: triton.TritonServer, calls: int) -> pd.DataFrame:
+    """Every timed call of the ``call_cost`` model: one column per kind, one row per call, seconds."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"), network_timeout=300)
+    try:
+        tensor = httpclient.InferInput("CALLS", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([calls], dtype=np.int32))
+        seconds = client.infer("call_cost", inputs=[tensor]).as_numpy("SECONDS")
+    finally:
+        client.close()
+    return pd.DataFrame(seconds.T, columns=list(KINDS))
+
+
+def per_call_us(seconds: pd.DataFrame) -> pd.DataFrame:
+    """Median, p90 and p99 of each kind of call, in microseconds."""
+    return (seconds.quantile([0.5, 0.9, 0.99]).T * 1e6).set_axis(["median_us", "p90_us", "p99_us"], axis=1)
+
+
+# ------------------------------------------------------------------ throughput
+
+
+class CpuSampler(threading.Thread):
+    """Reads the CPU time of tritonserver and of each model's stub at the edges of every measured window."""
+
+    def __init__(self, server: triton.TritonServer, models: Sequence[str], windows: Sequence[Window], cycles: int):
+        super().__init__(name="bench-cpu-sampler", daemon=True)
+        root = psutil.Process(server.pid)
+        self.server = root
+        self.stubs = {}
+        for child in root.children(recursive=True):
+            for model in models:
+                if f"/{model}/" in " ".join(child.cmdline()[1:2]):
+                    self.stubs[model] = child
+        missing = sorted(set(models) - set(self.stubs))
+        if missing:
+            raise RuntimeError(f"no stub process found for {missing}")
+        self.windows = list(windows)
+        self.per_cycle = max(1, len(self.windows) // max(1, cycles))
+        self.server_s: list[float] = []
+        self.stub_s: list[float] = []
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    def run(self) -> None:
+        for i, window in enumerate(self.windows):
+            time.sleep(max(0.0, window.count_from - time.time()))
+            server0, stub0 = self._cpu(self.server), self._cpu(self.stubs[window.model])
+            time.sleep(max(0.0, window.until - time.time()))
+            self.server_s.append(self._cpu(self.server) - server0)
+            self.stub_s.append(self._cpu(self.stubs[window.model]) - stub0)
+            if (i + 1) % self.per_cycle == 0:
+                print(f"  cycle {(i + 1) // self.per_cycle} done", file=sys.stderr, flush=True)
+
+
+def _batch_counts(server: triton.TritonServer, models: Sequence[str]) -> dict[str, tuple[float, float]]:
+    frame = scrape.scrape(server.metrics_url)
+    return {
+        m: (scrape.value(frame, "nv_inference_count", model=m), scrape.value(frame, "nv_inference_exec_count", model=m))
+        for m in models
+    }
+
+
+def measure(
+    server: triton.TritonServer,
+    load: LoadGenerator,
+    models: Sequence[str],
+    cycles: int,
+    seconds: float,
+    warmup: float = 0.1,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, float]]:
+    """Run ``cycles`` cycles; in each, every model gets one window of load, in a rotated order.
+
+    Returns one row per window (``cycle``, ``model``, ``throughput_rps``,
+    ``requests`` and the CPU seconds of the load workers, tritonserver and the
+    model's stub in the measured part), every counted latency per model, and
+    the mean batch size per model.
+    """
+    order = [m for c in range(cycles) for m in list(models[c % len(models) :]) + list(models[: c % len(models)])]
+    windows = schedule(order, seconds, warmup, time.time() + 1.0)
+    before = _batch_counts(server, models)
+    sampler = CpuSampler(server, models, windows, cycles if progress else 0)
+    if not progress:
+        sampler.per_cycle = len(windows) + 1
+    sampler.start()
+    results = load.run_schedule(server.grpc_url, windows)
+    sampler.join()
+    after = _batch_counts(server, models)
+    rows = []
+    for i, result in enumerate(results):
+        rows.append(
+            {
+                "cycle": i // len(models),
+                "model": result.window.model,
+                "throughput_rps": result.throughput_rps,
+                "requests": result.requests,
+                "client_cpu_s": result.client_cpu_s,
+                "server_cpu_s": sampler.server_s[i],
+                "stub_cpu_s": sampler.stub_s[i],
+                "errors": result.errors,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    latencies = {m: np.concatenate([r.latencies_s for r in results if r.window.model == m]) for m in models}
+    batches = {m: (after[m][0] - before[m][0]) / max(1.0, after[m][1] - before[m][1]) for m in models}
+    return frame, latencies, batches
+
+
+def summarize(
+    rows: pd.DataFrame, latencies: dict[str, np.ndarray], batches: dict[str, float], baseline: str
+) -> pd.DataFrame:
+    """Per model: throughput and its ratio to ``baseline``, CPU per request, pooled latency quantiles.
+
+    - ``ratio``: the median over cycles of (requests/s / the baseline's
+      requests/s in the same cycle, a second or two away), which cancels the
+      slow drifts of a busy machine; ``ratio_q25``/``ratio_q75`` show its spread.
+    - ``cpu_us``: CPU seconds of the load workers, tritonserver and the stub
+      over all windows, per request (``server_cpu_us``: tritonserver and the
+      stub only; ``stub_cpu_us``: the stub alone).
+      Unlike requests/s it does not drop when a neighbour takes the CPU, so
+      ``cpu_ratio`` (the baseline's ``cpu_us`` / the variant's) is the steadier
+      estimate of the throughput ratio on a machine the benchmark has to itself;
+      ``server_cpu_ratio`` the same without the load's CPU: the ratio for a
+      server whose clients run elsewhere.
+    """
+    grouped = rows.groupby("model", sort=False)
+    table = pd.DataFrame({"throughput_rps": grouped["throughput_rps"].median()})
+    per_cycle = rows.pivot(index="cycle", columns="model", values="throughput_rps")
+    ratios = per_cycle.div(per_cycle[baseline], axis=0)
+    table["ratio"] = ratios.median()
+    table["ratio_q25"] = ratios.quantile(0.25)
+    table["ratio_q75"] = ratios.quantile(0.75)
+    totals = grouped[["requests", "client_cpu_s", "server_cpu_s", "stub_cpu_s", "errors"]].sum()
+    served = totals["requests"].clip(lower=1)
+    table["cpu_us"] = (totals["client_cpu_s"] + totals["server_cpu_s"] + totals["stub_cpu_s"]) / served * 1e6
+    table["server_cpu_us"] = (totals["server_cpu_s"] + totals["stub_cpu_s"]) / served * 1e6
+    table["stub_cpu_us"] = totals["stub_cpu_s"] / served * 1e6
+    table["cpu_ratio"] = table.loc[baseline, "cpu_us"] / table["cpu_us"]
+    table["server_cpu_ratio"] = table.loc[baseline, "server_cpu_us"] / table["server_cpu_us"]
+    table["errors"] = totals["errors"]
+    table["p50_ms"] = [np.quantile(latencies[m], 0.50) * 1e3 if latencies[m].size else np.nan for m in table.index]
+    table["p99_ms"] = [np.quantile(latencies[m], 0.99) * 1e3 if latencies[m].size else np.nan for m in table.index]
+    table["mean_batch"] = [batches[m] for m in table.index]
+    return table
+
+
+# ------------------------------------------------------------------ report
+
+
+def report(costs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -> dict:
+    """Print the table; return the JSON summary."""
+    print()
+    print(f"Per-call cost inside execute() ({args.calls} calls of each, microseconds):")
+    print(costs.round(2).to_string())
+    print()
+    print(
+        f"Throughput and latency: {args.cycles} cycles, each giving every variant {args.seconds:g} s "
+        f"(load: {args.processes} processes x {args.concurrency} requests in flight, gRPC):"
+    )
+    names = [m.removeprefix("bench_") for m in table.index]
+    shown = pd.DataFrame(
+        {
+            "metric calls": [CALLS_PER[n] for n in names],
+            "req/s": table["throughput_rps"].round(0).to_numpy(),
+            "vs none": table["ratio"].round(3).to_numpy(),
+            "(q25-q75)": [f"{a:.2f}-{b:.2f}" for a, b in zip(table["ratio_q25"], table["ratio_q75"], strict=True)],
+            "CPU us/req": table["cpu_us"].round(1).to_numpy(),
+            "vs none (CPU)": table["cpu_ratio"].round(3).to_numpy(),
+            "server CPU us/req": table["server_cpu_us"].round(1).to_numpy(),
+            "p50 ms": table["p50_ms"].round(2).to_numpy(),
+            "p99 ms": table["p99_ms"].round(2).to_numpy(),
+            "mean batch": table["mean_batch"].round(1).to_numpy(),
+        },
+        index=pd.Index(names, name="variant"),
+    )
+    if table["errors"].any():
+        shown["errors"] = table["errors"].to_numpy()
+    print(shown.to_string())
+    print(
+        "vs none: median over cycles of (req/s / req/s of none in the same cycle), with its quartiles.\n"
+        "CPU us/req: CPU of the load workers + tritonserver + the model's stub, per request, all cycles together\n"
+        "(server CPU: without the load workers);\n"
+        "vs none (CPU): none's CPU us/req / this one's: the steadier estimate of the ratio on a busy machine.\n"
+        "p50/p99: client-side latency, all cycles pooled."
+    )
+    base = table.loc[model_name("none")]
+    result = {
+        "per_call_us": {kind: round(float(costs.loc[kind, "median_us"]), 3) for kind in KINDS},
+        "throughput_ratio": {
+            m.removeprefix("bench_"): round(float(table.loc[m, "ratio"]), 3)
+            for m in table.index
+            if m != model_name("none")
+        },
+        "throughput_ratio_quartiles": {
+            m.removeprefix("bench_"): [round(float(table.loc[m, q]), 3) for q in ("ratio_q25", "ratio_q75")]
+            for m in table.index
+            if m != model_name("none")
+        },
+        "uninstrumented_rps": round(float(base["throughput_rps"]), 1),
+        "p50_ms": {m.removeprefix("bench_"): round(float(v), 3) for m, v in table["p50_ms"].items()},
+        "p99_ms": {m.removeprefix("bench_"): round(float(v), 3) for m, v in table["p99_ms"].items()},
+        "cpu_ratio": {
+            m.removeprefix("bench_"): round(float(table.loc[m, "cpu_ratio"]), 3)
+            for m in table.index
+            if m != model_name("none")
+        },
+        "server_cpu_ratio": {
+            m.removeprefix("bench_"): round(float(table.loc[m, "server_cpu_ratio"]), 3)
+            for m in table.index
+            if m != model_name("none")
+        },
+        "cpu_us_per_request": {m.removeprefix("bench_"): round(float(v), 1) for m, v in table["cpu_us"].items()},
+        "server_cpu_us_per_request": {
+            m.removeprefix("bench_"): round(float(v), 1) for m, v in table["server_cpu_us"].items()
+        },
+        "stub_cpu_us_per_request": {
+            m.removeprefix("bench_"): round(float(v), 1) for m, v in table["stub_cpu_us"].items()
+        },
+        "mean_batch": {m.removeprefix("bench_"): round(float(v), 2) for m, v in table["mean_batch"].items()},
+        "cycles": args.cycles,
+        "seconds_per_window": args.seconds,
+        "load": f"{args.processes} processes x {args.concurrency} in flight, grpc.aio",
+        "cpus": os.cpu_count(),
+    }
+    if base["throughput_rps"] < 2000:
+        print(
+            f"\nNOTE: the uninstrumented model served only {base['throughput_rps']:.0f} req/s (< 2000): "
+            "the machine is busy or slow, and the ratios understate what metric calls cost a fast model."
+        )
+    print()
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the benchmark; print the table, then the JSON line. Returns the JSON as a dict."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, default=25, help="cycles through all variants (default 25)")
+    parser.add_argument("--seconds", type=float, default=0.5, help="measured seconds per variant and cycle")
+    parser.add_argument("--warmup", type=float, default=0.1, help="unmeasured seconds at the start of each window")
+    parser.add_argument("--calls", type=int, default=3000, help="timed calls of each kind for the per-call cost")
+    parser.add_argument("--processes", type=int, default=2, help="load worker processes")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight per worker process")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from " + ",".join(VARIANTS))
+    parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "none" not in variants:
+        variants.insert(0, "none")
+
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    repo = build_repository(paths.scratch("bench") / "models", variants)
+    with triton.start(repo) as server, LoadGenerator(args.processes, args.concurrency) as load:
+        costs = per_call_us(call_seconds(server, args.calls))
+        models = [model_name(v) for v in variants]
+        rows, latencies, batches = measure(
+            server, load, models, args.cycles, args.seconds, args.warmup, progress=not args.quiet
+        )
+    result = report(costs, summarize(rows, latencies, batches, model_name("none")), args)
+    result["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
