@@ -349,3 +349,50 @@ def _grade_05(prom, query: str) -> Feedback:
         )
     hint = next((h for test, h in WRONG_05_HINTS if test(value)), "expected about 0.25.")
     return Feedback("05", WRONG, f"It gave {value:.3f}: {hint}")
+
+
+# ------------------------------------------------------------------ exercise 06
+
+OBJECTIVE_06_S = 0.2
+
+
+def latency_sample_06(n: int = 50_000) -> np.ndarray:
+    """The latencies exercise 06 is graded on: a lognormal around 120 ms with a tail past 500 ms (seconds)."""
+    return np.random.default_rng(6).lognormal(mean=np.log(0.12), sigma=0.5, size=n)
+
+
+def check_06(buckets: list[float]) -> Feedback:
+    """Exercise 06: histogram buckets (seconds) for a model whose latency objective is 200 ms.
+
+    They must be valid for Triton (a non-empty, strictly increasing list), in
+    seconds, include the objective itself as a bound (so "the share of requests
+    under 200 ms" is exact), stay small (each bucket is one more series), and
+    estimate p50, p95 and p99 of a realistic latency sample within 10 %.
+    """
+    if not buckets:
+        return Feedback("06", NOT_ATTEMPTED, "Put your bucket upper bounds, in seconds, in the list.")
+    bounds = [float(b) for b in buckets]
+    if any(b >= a for a, b in zip(bounds[1:], bounds[:-1], strict=True)) or bounds[0] <= 0:
+        return Feedback("06", WRONG, "Triton needs positive bounds in strictly increasing order.")
+    if max(bounds) > 60:
+        return Feedback(
+            "06", WRONG, f"A bound of {max(bounds):g} looks like milliseconds: Prometheus histograms use seconds."
+        )
+    problems = []
+    if not any(abs(b - OBJECTIVE_06_S) < 1e-9 for b in bounds):
+        problems.append("Make 0.2 one of the bounds: then the share of requests within the 200 ms objective is exact.")
+    if len(bounds) > 15:
+        problems.append(f"{len(bounds)} buckets is a lot of series per label set; 15 or fewer do the job.")
+    latencies = latency_sample_06()
+    cumulative = {str(b): float((latencies <= b).sum()) for b in bounds}
+    cumulative["+Inf"] = float(latencies.size)
+    for q in (0.5, 0.95, 0.99):
+        exact = float(np.quantile(latencies, q))
+        estimate = promql.histogram_quantile(q, cumulative)
+        error = abs(estimate - exact) / exact
+        if error > 0.10:
+            problems.append(
+                f"p{q * 100:g} comes out {estimate * 1e3:.0f} ms for an exact {exact * 1e3:.0f} ms ({error:.0%} off): "
+                "put more bounds where the latencies are (around 0.05-1 s)."
+            )
+    return _feedback("06", problems, "Valid, in seconds, 0.2 s is a bound, and p50/p95/p99 are within 10 %.")

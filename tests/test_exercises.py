@@ -107,3 +107,20 @@ def test_05():
     assert results[0].status == "correct", results[0]
     for feedback, says in zip(results[1:], wrong.values(), strict=True):
         assert feedback.status == "wrong" and says in feedback.message, feedback
+
+
+def test_06():
+    solution = {}
+    exec((SOLUTIONS / "06_buckets.py").read_text(), solution)
+    assert checks.check_06(solution["buckets"]).status == "correct"
+    assert checks.check_06([]).status == "not attempted"
+    default_prometheus = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    for answer, says in (
+        ([50, 100, 200, 400, 800], "milliseconds"),
+        ([0.1, 0.05, 0.2, 0.4], "strictly increasing"),
+        (default_prometheus, "Make 0.2 one of the bounds"),
+        ([0.1, 0.2, 1.0], "p95 comes out"),
+        ([round(0.01 * i, 2) for i in range(1, 41)], "lot of series"),
+    ):
+        feedback = checks.check_06(answer)
+        assert feedback.status == "wrong" and says in feedback.message, (answer, feedback)
