@@ -396,3 +396,59 @@ def check_06(buckets: list[float]) -> Feedback:
                 "put more bounds where the latencies are (around 0.05-1 s)."
             )
     return _feedback("06", problems, "Valid, in seconds, 0.2 s is a bound, and p50/p95/p99 are within 10 %.")
+
+
+# ------------------------------------------------------------------ exercise 07
+
+TEMPLATE_07 = paths.NOTEBOOKS / "pitfalls" / "family_deleted.py"
+PITFALL_CONFIG = paths.NOTEBOOKS / "pitfalls" / "config.pbtxt"
+
+
+def check_07(model_py: str | Path | None = None) -> Feedback:
+    """Exercise 07: fix ``pitfalls/family_deleted.py`` so its counter counts.
+
+    The fixed model is loaded in a real Triton; 5 requests must all succeed and
+    ``pitfall_deleted_requests_total`` must read 5.
+    """
+    model_py = Path(model_py) if model_py else exercise_path("07", TEMPLATE_07)
+    if not model_py.exists() or model_py.read_text() == TEMPLATE_07.read_text():
+        return Feedback("07", NOT_ATTEMPTED, f"Fix {model_py} (a copy of the pitfall), then run this check again.")
+    repo = paths.scratch("check-07")
+    repository.add_model(repo, "family_deleted", model_py, config=PITFALL_CONFIG)
+    try:
+        server = triton.start(repo, models=["family_deleted"])
+    except triton.TritonStartError as err:
+        return Feedback("07", WRONG, "Triton could not load your model:\n" + str(err).split("\n\nLast lines")[0])
+    with server:
+        from tritonclient.utils import InferenceServerException
+
+        from labkit import traffic
+
+        client = traffic.make_client(server, "http")
+        failures = []
+        for size in (2, 3, 4, 5, 6):
+            try:
+                traffic.infer(client, np.arange(size, dtype=np.float32), model="family_deleted")
+            except InferenceServerException as err:
+                failures.append(err.message())
+        client.close()
+        frame = scrape.scrape(server.metrics_url)
+    if failures:
+        return Feedback("07", WRONG, f"{len(failures)} of 5 requests failed; the first said: {failures[0]}")
+    rows = frame[frame["sample"] == "pitfall_deleted_requests_total"]
+    if rows.empty:
+        return Feedback(
+            "07",
+            WRONG,
+            "The requests succeed but pitfall_deleted_requests_total is not on /metrics: its family is gone (a "
+            "swallowed error?) or renamed. Keep the family alive on self, under the same name.",
+        )
+    count = rows["value"].sum()
+    if count != 5:
+        return Feedback(
+            "07",
+            WRONG,
+            f"The requests succeed but the counter says {count:g}, not 5: is an error being "
+            "swallowed? Keep the family alive instead (on self).",
+        )
+    return Feedback("07", CORRECT, "5 requests, counter at 5: the family now lives as long as its metric.")

@@ -124,3 +124,22 @@ def test_06():
     ):
         feedback = checks.check_06(answer)
         assert feedback.status == "wrong" and says in feedback.message, (answer, feedback)
+
+
+def test_07(tmp_path):
+    assert checks.check_07(SOLUTIONS / "07_family_kept.py").status == "correct"
+    untouched = tmp_path / "untouched.py"
+    untouched.write_text(checks.TEMPLATE_07.read_text())
+    assert checks.check_07(untouched).status == "not attempted"
+    pitfall = checks.TEMPLATE_07.read_text()
+    swallowed = pitfall.replace(
+        "            self.requests.increment(1)  # raises: its family is gone\n",
+        "            try:\n                self.requests.increment(1)\n"
+        "            except Exception:\n                pass\n",
+    )
+    assert swallowed != pitfall
+    for answer, says in ((pitfall + "\n# touched\n", "has been deleted"), (swallowed, "is not on /metrics")):
+        path = tmp_path / "model.py"
+        path.write_text(answer)
+        feedback = checks.check_07(path)
+        assert feedback.status == "wrong" and says in feedback.message, feedback
