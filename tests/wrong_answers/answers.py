@@ -35,7 +35,8 @@ def send_wrong_shape(server):
 
 def send_random_errors(server):
     """error_rate=0.2 makes each request bad with probability 0.2: not exactly 10 of 50."""
-    frame = traffic.closed_loop(server, concurrency=2, requests=50, error_rate=0.2, seed=3, progress=False)
+    # one client, so the draw is reproducible: seed 3 makes 6 of the 50 bad
+    frame = traffic.closed_loop(server, concurrency=1, requests=50, error_rate=0.2, seed=3, progress=False)
     assert frame["bad"].sum() != 10
     return frame
 
