@@ -85,6 +85,7 @@ class TritonPythonModel:
         return None  # a decoupled model answers through the senders, not here
 
     def stream(self, sender, count, received):
+        open_stream = True
         try:
             for index in range(count):
                 time.sleep(FIRST_DELAY_S if index == 0 else NEXT_DELAY_S)
@@ -92,11 +93,16 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse(output_tensors=[token]))
                 if index == 0:
                     self.record(self.ttfr.observe, time.perf_counter() - received)
-            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            # Update the metrics *before* the final flag: a client that has seen its
+            # stream end then also sees it counted (and no longer in flight).
             self.record(self.responses_per_request.observe, count)
             self.record(self.success.increment, 1)
-        finally:
             self.record(self.inflight.increment, -1)
+            open_stream = False
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        finally:
+            if open_stream:  # the stream broke off: it is no longer in flight either
+                self.record(self.inflight.increment, -1)
             with self.lock:
                 self.threads.discard(threading.current_thread())
 
