@@ -231,8 +231,13 @@ class Prometheus:
 
     def _failure(self, headline: str) -> str:
         self.stop()
-        lines = "\n".join("  " + ln for ln in self.log().splitlines()[-15:])
-        return f"{headline}.\nLast lines of its log:\n{lines}\nCommand: {' '.join(self.process.command)}"
+        log = self.log().splitlines()
+        errors = [ln for ln in log if "level=error" in ln or "err=" in ln]
+        parts = [f"{headline}."]
+        if errors:  # the reason, wherever it is in the log
+            parts += ["Errors in its log:", *("  " + ln for ln in dict.fromkeys(errors))]
+        parts += ["Last lines of its log:", *("  " + ln for ln in log[-15:])]
+        return "\n".join([*parts, f"Command: {' '.join(self.process.command)}"])
 
     def log(self) -> str:
         """Everything Prometheus has printed so far (kept after stop)."""
