@@ -22,6 +22,8 @@ import difflib
 import re
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pandas as pd
 import requests
@@ -30,8 +32,15 @@ from prometheus_client.parser import text_string_to_metric_families
 BASE_COLUMNS = ["time", "family", "type", "sample"]
 
 
+T = TypeVar("T")
+
+
 class ScrapeError(RuntimeError):
     """The metrics endpoint could not be read or parsed; the message names the URL."""
+
+
+class CountNotSettled(AssertionError):
+    """An exact count never reached the expected value within the bounded re-read."""
 
 
 def parse(text: str, when: float | None = None) -> pd.DataFrame:
@@ -114,6 +123,33 @@ def value(frame: pd.DataFrame, sample: str, **labels: str) -> float:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"no sample named {sample!r} in this scrape{hint}")
     return float(select(frame, sample, **labels)["value"].sum())
+
+
+def settle(read: Callable[[], T], expected: T, *, timeout: float = 5.0, interval: float = 0.05, what: str = "") -> T:
+    """Call ``read()`` again (bounded) until it returns ``expected``; return that reading.
+
+    Triton moves its own ``nv_*`` counters just *after* the response leaves, so a
+    scrape made right after the last answer can be a request short. Every exact count
+    in the course is read through this: it waits at most ``timeout`` seconds, and then
+    raises :class:`CountNotSettled` naming what was expected and what was last read.
+    """
+    deadline = time.monotonic() + timeout
+    reading = read()
+    while reading != expected and time.monotonic() < deadline:
+        time.sleep(interval)
+        reading = read()
+    if reading != expected:
+        label = what or getattr(read, "__name__", "the reading")
+        raise CountNotSettled(f"{label}: expected {expected!r}, still {reading!r} after re-reading for {timeout:g} s")
+    return reading
+
+
+def settled_value(url: str, sample: str, expected: float, *, timeout: float = 5.0, **labels: str) -> float:
+    """The value of ``sample`` (labels summed) on ``url`` once it equals ``expected`` (see :func:`settle`)."""
+    shown = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return settle(
+        lambda: value(scrape(url), sample, **labels), float(expected), timeout=timeout, what=f"{sample}{{{shown}}}"
+    )
 
 
 class Sampler:
