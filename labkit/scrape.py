@@ -39,7 +39,7 @@ class ScrapeError(RuntimeError):
     """The metrics endpoint could not be read or parsed; the message names the URL."""
 
 
-class CountNotSettled(AssertionError):
+class CountNotSettledError(AssertionError):
     """An exact count never reached the expected value within the bounded re-read."""
 
 
@@ -131,7 +131,7 @@ def settle(read: Callable[[], T], expected: T, *, timeout: float = 5.0, interval
     Triton moves its own ``nv_*`` counters just *after* the response leaves, so a
     scrape made right after the last answer can be a request short. Every exact count
     in the course is read through this: it waits at most ``timeout`` seconds, and then
-    raises :class:`CountNotSettled` naming what was expected and what was last read.
+    raises :class:`CountNotSettledError` naming what was expected and what was last read.
     """
     deadline = time.monotonic() + timeout
     reading = read()
@@ -140,7 +140,9 @@ def settle(read: Callable[[], T], expected: T, *, timeout: float = 5.0, interval
         reading = read()
     if reading != expected:
         label = what or getattr(read, "__name__", "the reading")
-        raise CountNotSettled(f"{label}: expected {expected!r}, still {reading!r} after re-reading for {timeout:g} s")
+        raise CountNotSettledError(
+            f"{label}: expected {expected!r}, still {reading!r} after re-reading for {timeout:g} s"
+        )
     return reading
 
 
