@@ -2,6 +2,7 @@
 #   make lab    JupyterLab on notebooks/
 #   make test   ruff + unit tests + integration tests on a real Triton + every notebook (nbmake)
 #   make run    execute every notebook headless into build/run/ and render each to HTML
+#   make run-times  rewrite each notebook header's run time from the last `make test` (a report, not a test)
 #   make setup  only create .venv with the pinned requirements
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,6 +16,10 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 12) else "Python 3.10-3.12 is needed, this is %d.%d; run: make PYTHON=python3.12 ..." % v)'
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	  echo "$(PYTHON) cannot create $(VENV): its ensurepip module is missing. On Debian/Ubuntu install it with:" >&2; \
+	  echo "  sudo apt-get install python$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv" >&2; \
+	  exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
@@ -55,3 +60,9 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
+
+# Each notebook header's "Run time: about N s" is a measurement: `make test` prints it beside the time it
+# measured and writes build/run_times.json; this rewrites the headers from that file (rounded to 5 s).
+.PHONY: run-times
+run-times: setup
+	$(BIN)/python scripts/update_run_times.py

@@ -209,13 +209,23 @@ def test_in_triton_gather_sends_the_sum_once_at_the_end(probe_server):
 
 @pytest.mark.integration
 def test_in_triton_gauge_timer_and_default_labels(probe_server):
+    labels = {"model": "dropin_probe", "version": "1", "region": "test"}
+    before = scrape.scrape(probe_server.metrics_url)
     result = scenario(probe_server, "gauge_and_timer")
     assert result["inside"] == 14.0 and result["value"] == 13.0
-    assert 0 < result["elapsed_s"] < 1
-    assert scenario(probe_server, "defaults") == {"model": "dropin_probe", "version": "1", "region": "test"}
+    assert scenario(probe_server, "defaults") == labels
     frame = scrape.scrape(probe_server.metrics_url)
-    timed = scrape.select(frame, "probe_duration_seconds_count", model="dropin_probe", version="1", region="test")
+    timed = scrape.select(frame, "probe_duration_seconds_count", **labels)
     assert len(timed) == 1 and timed["value"].iloc[0] >= 1
+
+    def moved(sample: str) -> float:
+        # select, not value: the series may not exist before its first observation (then it was 0)
+        after_value = scrape.select(frame, sample, **labels)["value"].sum()
+        return float(after_value - scrape.select(before, sample, **labels)["value"].sum())
+
+    # the timer observed, once, exactly the seconds it reported (however long the block took on this machine)
+    assert result["elapsed_s"] > 0 and moved("probe_duration_seconds_count") == 1
+    assert moved("probe_duration_seconds_sum") == pytest.approx(result["elapsed_s"], rel=1e-9)
 
 
 @pytest.mark.integration

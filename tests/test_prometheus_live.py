@@ -28,6 +28,8 @@ from labkit import prometheus as lp
 from tests import monitoring_files as mf
 from tests.conftest import require_tool
 
+pytestmark = pytest.mark.integration  # a real Prometheus and a real Triton
+
 RATE_INTERVAL = "5s"
 
 

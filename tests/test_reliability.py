@@ -57,6 +57,18 @@ def moved(before: dict, after: dict) -> dict:
     return {k: after[k] - before[k] for k in before}
 
 
+def settled_counts(server) -> dict[str, float]:
+    """counts() once Triton's own count has caught up with the model's.
+
+    Triton moves ``nv_inference_request_success`` just after the response leaves, so a scrape right
+    after the last answer (an earlier test's included) can be a request short. At rest every request
+    that reached the model is one Triton success (its error responses included): read again (bounded).
+    """
+    now = counts(server)
+    at_rest = {**now, "nv_success": now["success"] + now["error"]}
+    return scrape.settle(lambda: counts(server), at_rest, what="Triton's count catching up with the model's")
+
+
 @pytest.fixture(scope="module")
 def demo():
     """A server with only the reference model (2 instances), whatever else model_repository/ holds."""
@@ -118,13 +130,14 @@ def group_listeners(pgids) -> dict[str, set[str]]:
 def test_exact_counts_20000_requests_16_clients(demo):
     config = requests.get(f"{demo.http_url}/v2/models/metrics_demo/config", timeout=10).json()
     assert sum(g["count"] for g in config["instance_group"]) >= 2  # several instances share the series
-    before = counts(demo)
+    before = settled_counts(demo)
     run = traffic.closed_loop(demo, concurrency=16, requests=20_000, sizes=16, protocol="grpc", progress=False)
-    change = moved(before, counts(demo))
+    assert len(run) == 20_000 and run["ok"].all()
+    expected = {"success": 20_000, "error": 0, "hist_count": 20_000, "nv_success": 20_000, "nv_failure": 0}
+    # Triton bumps its own counters just after the response leaves: read again (bounded) until exact
+    change = scrape.settle(lambda: moved(before, counts(demo)), expected, what="counters moved by")
     span = run["end"].max() - run["start"].min()
     print(f"\n20000 requests, 16 gRPC clients: {span:.1f} s, {len(run) / span:.0f} req/s; counters moved by {change}")
-    assert len(run) == 20_000 and run["ok"].all()
-    assert change == {"success": 20_000, "error": 0, "hist_count": 20_000, "nv_success": 20_000, "nv_failure": 0}
     assert scrape.value(scrape.scrape(demo.metrics_url), "demo_inflight_requests") == 0
 
 
@@ -207,16 +220,16 @@ CATALOGUE = [
 
 @pytest.mark.parametrize("bad", CATALOGUE, ids=lambda b: b.name)
 def test_bad_input_catalogue(demo, bad):
-    before = counts(demo)
+    before = settled_counts(demo)  # each case ends with a good request, which Triton counts just after it answers
     status, message = bad.send(demo)
-    change = moved(before, counts(demo))
     print(f"\n{bad.name}: {status} {message}")
     assert status == bad.status
     assert bad.message in message
     reached = int(bad.reaches_model)
     # the model's error counter moves once per request that reached it; Triton counts the
-    # model's error *response* as an inference success
-    assert change == {"success": 0, "error": reached, "hist_count": 0, "nv_success": reached, "nv_failure": 0}
+    # model's error *response* as an inference success (just after it answers: read again, bounded)
+    expected = {"success": 0, "error": reached, "hist_count": 0, "nv_success": reached, "nv_failure": 0}
+    scrape.settle(lambda: moved(before, counts(demo)), expected, what=f"{bad.name}: counters moved by")
     assert demo.is_ready()
     client = traffic.make_client(demo, "http")
     assert traffic.infer(client, np.array([1.0, 3.0], dtype=np.float32)).tolist() == [1.0, 1.0]
@@ -358,15 +371,22 @@ def test_sigkilled_parent_leaves_no_prometheus_or_triton(tmp_path):
 
 
 TWIN_TEST = """\
+import pathlib, time
 from labkit import paths, scrape, traffic, triton
 
 
 def test_own_server_exact_counts():
     with triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"]) as server:
+        up = time.time()
         print("PORTS", server.ports.http, server.ports.grpc, server.ports.metrics)
+        pathlib.Path("up").touch()  # meet the other run: each sends its traffic while both servers are up
+        deadline = time.monotonic() + 120
+        while not pathlib.Path("{other}", "up").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         before = scrape.scrape(server.metrics_url)
         run = traffic.closed_loop(server, concurrency=4, requests=400, sizes=16, progress=False)
         after = scrape.scrape(server.metrics_url)
+        print("SERVING", up, time.time())
         sample = "demo_requests_total"
         assert run["ok"].all()
         assert scrape.value(after, sample, outcome="success") - scrape.value(before, sample, outcome="success") == 400
@@ -378,7 +398,7 @@ def test_two_test_runs_at_once_do_not_collide(tmp_path):
     for number in (1, 2):
         folder = tmp_path / f"run{number}"
         folder.mkdir()
-        (folder / "test_twin.py").write_text(TWIN_TEST)
+        (folder / "test_twin.py").write_text(TWIN_TEST.format(other=tmp_path / f"run{3 - number}"))
         runs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_twin.py"],
@@ -393,6 +413,10 @@ def test_two_test_runs_at_once_do_not_collide(tmp_path):
         assert run.returncode == 0, output
     ports = [set(next(ln for ln in out.splitlines() if "PORTS" in ln).split()[1:]) for out in outputs]
     assert ports[0].isdisjoint(ports[1])
+    # each run's server was up from `up` to `done` (its traffic in between): the two spans overlapped
+    spans = [[float(x) for x in next(ln for ln in out.splitlines() if "SERVING" in ln).split()[1:]] for out in outputs]
+    (up1, done1), (up2, done2) = spans
+    assert max(up1, up2) < min(done1, done2), f"the runs did not overlap: server spans {spans}"
 
 
 # ------------------------------------------------------------------ a stub killed mid-run
@@ -411,18 +435,26 @@ def test_stub_killed_mid_run_is_reported_and_a_fresh_start_works():
             )
         )
         sender.start()
-        time.sleep(1.0)
+
+        def flowing() -> bool:
+            return counts(server)["success"] > before["success"]
+
+        # kill once the model has answered (traffic flows), not after a guessed pause
+        scrape.settle(flowing, True, timeout=60, what="the model answering the first requests")
         stubs[0].kill()  # SIGKILL one model instance's process while traffic flows
         sender.join()
         run = result["run"]
         failed = run[~run["ok"]]
-        change = moved(before, counts(server))
-        print(f"\n{len(run)} sent, {len(failed)} failed: {failed['error'].value_counts().to_dict()}; moved {change}")
+        print(f"\n{len(run)} sent, {len(failed)} failed: {failed['error'].value_counts().to_dict()}")
         assert len(failed) >= 1
         assert failed["error"].str.fullmatch(r"Stub process 'metrics_demo_0_[01]' is not healthy\.").all()
-        # the model counts only what it served; Triton counts the failures
-        assert change["success"] == len(run) - len(failed) and change["error"] == 0
-        assert change["nv_failure"] == len(failed)
+        # the model counts only what it served; Triton counts the failures (just after it answers: read again)
+        expected = {"success": len(run) - len(failed), "error": 0, "nv_failure": len(failed)}
+        scrape.settle(
+            lambda: {k: v for k, v in moved(before, counts(server)).items() if k in expected},
+            expected,
+            what="counters moved by",
+        )
         # Triton 2.51.0 does not restart the stub, and readiness does not show the damage
         assert requests.get(f"{server.http_url}/v2/models/metrics_demo/ready", timeout=5).status_code == 200
         assert server.is_ready()
@@ -449,7 +481,8 @@ def test_scrape_a_stopped_server_names_the_url():
         scrape.scrape(url, timeout=2)
     sampler = scrape.Sampler(url, interval=0.1, timeout=1)
     sampler.start()
-    time.sleep(0.35)
+    # it keeps polling the dead URL and records each failure, rather than stopping at the first
+    scrape.settle(lambda: len(sampler.errors) >= 2, True, timeout=30, what="the sampler's second failed scrape")
     frame = sampler.stop()
-    assert frame.empty and len(sampler.errors) >= 2
+    assert frame.empty and len(sampler.errors) >= 3  # and the final scrape at stop() is recorded too
     assert all(url in message for _, message in sampler.errors)

@@ -97,14 +97,14 @@ def fake_endpoint():
         httpd.server_close()
 
 
-def test_scrape_down_server_names_url_quickly():
+def test_scrape_down_server_names_url_at_once():
     from labkit.triton import free_port
 
     url = f"http://127.0.0.1:{free_port()}/metrics"
-    t0 = time.monotonic()
-    with pytest.raises(scrape.ScrapeError, match=url.replace(".", r"\.")):
+    # a refused connection is reported as such (unreachable), not waited out as a slow server: the error
+    # says ConnectionError, not "did not answer within ..."
+    with pytest.raises(scrape.ScrapeError, match=f"could not reach {url}: ConnectionError".replace(".", r"\.")):
         scrape.scrape(url, timeout=2)
-    assert time.monotonic() - t0 < 5
 
 
 def test_scrape_slow_server_times_out_with_url(fake_endpoint):
@@ -130,7 +130,8 @@ def test_scrape_http_error_status(fake_endpoint):
 def test_sampler_records_errors_and_keeps_going(fake_endpoint):
     good = fake_endpoint(body=TEXT.encode())
     with scrape.Sampler(good, interval=0.05) as sampler:
-        time.sleep(0.3)
+        # it scrapes again and again in the background (bounded wait: a stuck sampler fails here)
+        scrape.settle(lambda: sampler.frame()["time"].nunique() >= 3, True, timeout=30, what="three scrapes")
     frame = sampler.frame()
     assert frame["time"].nunique() >= 3
     assert not sampler.errors
@@ -138,8 +139,9 @@ def test_sampler_records_errors_and_keeps_going(fake_endpoint):
     from labkit.triton import free_port
 
     with scrape.Sampler(f"http://127.0.0.1:{free_port()}/metrics", interval=0.05, timeout=0.5) as bad:
-        time.sleep(0.2)
-    assert bad.frame().empty and len(bad.errors) >= 2
+        # a failed scrape is recorded, and the sampler keeps going
+        scrape.settle(lambda: len(bad.errors) >= 2, True, timeout=30, what="the sampler's second failed scrape")
+    assert bad.frame().empty and len(bad.errors) >= 3  # the last one from the final scrape at stop
 
 
 def test_counter_without_total_keeps_its_wire_name():

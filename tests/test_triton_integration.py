@@ -45,6 +45,18 @@ def delta(before: dict, after: dict) -> dict:
     return {k: after[k] - before[k] for k in before}
 
 
+def settled_counts(server) -> dict[str, float]:
+    """counts() once Triton's own count has caught up with the model's.
+
+    Triton moves ``nv_inference_request_success`` just after the response leaves, so a scrape right
+    after an earlier test's last answer can be a request short. At rest every request that reached the
+    model is one Triton success (its error responses included): read again (bounded) until it is.
+    """
+    now = counts(server)
+    at_rest = {**now, "nv_success": now["success"] + now["error"]}
+    return scrape.settle(lambda: counts(server), at_rest, what="Triton's count catching up with the model's")
+
+
 def listening_addresses(pid: int) -> set[str]:
     procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     addrs = set()
@@ -81,7 +93,7 @@ def test_context_manager_stops_the_server():
 
 
 def test_exact_counts_over_both_protocols(server):
-    before = counts(server)
+    before = settled_counts(server)
     grpc = traffic.closed_loop(server, concurrency=4, requests=300, error_rate=0.2, seed=1, progress=False)
     http = traffic.closed_loop(
         server, concurrency=3, requests=200, error_rate=0.1, seed=2, protocol="http", progress=False
@@ -89,20 +101,12 @@ def test_exact_counts_over_both_protocols(server):
     sent = len(grpc) + len(http)
     ok = int(grpc["ok"].sum() + http["ok"].sum())
     bad = int(grpc["bad"].sum() + http["bad"].sum())
-    moved = delta(before, counts(server))
-    deadline = time.monotonic() + 5
-    while moved["nv_success"] < sent and time.monotonic() < deadline:
-        # Triton bumps its own request counters just after the response leaves: read again
-        time.sleep(0.05)
-        moved = delta(before, counts(server))
     assert sent == 500
     assert bad > 0 and ok == sent - bad  # exactly the requests made bad failed
-    assert moved["success"] == ok
-    assert moved["error"] == bad
-    assert moved["hist_count"] == ok
     # Triton counts a request whose Python model returned an error *response* as a success
-    assert moved["nv_success"] == sent
-    assert moved["nv_failure"] == 0
+    expected = {"success": ok, "error": bad, "hist_count": ok, "nv_success": sent, "nv_failure": 0}
+    # Triton bumps its own counters just after the response leaves: read again (bounded) until exact
+    scrape.settle(lambda: delta(before, counts(server)), expected, what="counters moved by")
 
 
 @pytest.mark.parametrize(
@@ -129,7 +133,7 @@ def test_bad_input_gets_error_and_moves_error_counter(server, protocol, values, 
 
 
 def test_requests_triton_rejects_never_reach_the_model(server):
-    before = counts(server)
+    before = settled_counts(server)  # the previous test's last answer may not be in Triton's count yet
     url = f"{server.http_url}/v2/models/metrics_demo/infer"
     wrong_rank = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
     response = requests.post(url, json=wrong_rank, timeout=10)
@@ -147,15 +151,20 @@ def test_requests_triton_rejects_never_reach_the_model(server):
 
 
 def test_gauge_returns_to_zero_and_histogram_is_consistent(server):
-    traffic.closed_loop(server, concurrency=4, requests=100, sizes=(512, 2048), progress=False)
+    before = scrape.scrape(server.metrics_url)
+    run = traffic.closed_loop(server, concurrency=4, requests=100, sizes=(512, 2048), progress=False)
     frame = scrape.scrape(server.metrics_url)
     assert scrape.value(frame, "demo_inflight_requests") == 0
     buckets = scrape.select(frame, "demo_request_duration_seconds_bucket")
     cumulative = buckets.assign(le=buckets["le"].map(float)).sort_values("le")["value"].to_numpy()
     assert (np.diff(cumulative) >= 0).all()
     assert cumulative[-1] == scrape.value(frame, "demo_request_duration_seconds_count")
-    mean = scrape.value(frame, "demo_request_duration_seconds_sum") / cumulative[-1]
-    assert 0 < mean < 0.5
+    # the model times its own compute, inside each request's round trip: more than nothing, and never
+    # more than the clients waited in all (whatever the speed of the machine)
+    computed = scrape.value(frame, "demo_request_duration_seconds_sum") - scrape.value(
+        before, "demo_request_duration_seconds_sum"
+    )
+    assert run["ok"].all() and 0 < computed <= run["latency_s"].sum()
 
 
 def test_reference_metrics_pass_promtool(server):
@@ -178,11 +187,10 @@ def test_broken_model_py_gives_readable_error(tmp_path, case):
     model_py.write_text("import triton_python_backend_utils as pb_utils\n\n\nclass TritonPythonModel:\n" + body)
     repo = tmp_path / "repo"
     repository.add_model(repo, "broken", model_py)
-    t0 = time.monotonic()
     with pytest.raises(triton.TritonStartError) as err:
         triton.start(repo)
     message = str(err.value)
-    assert time.monotonic() - t0 < 60
+    # raised on Triton's exit, not after waiting out the readiness timeout ("Triton was not ready after ...")
     assert message.startswith("Triton exited with code 1.")
     assert "Model 'broken' (version 1) failed to load:" in message
     assert expected in message
@@ -326,7 +334,9 @@ def test_phases_record_every_span_and_open_loop_keeps_its_schedule(server):
     spans = frame.attrs["phases"]
     assert list(spans["phase"]) == ["ramp", "idle", "burst"]
     idle = spans.iloc[1]
-    assert idle.end - idle.start == pytest.approx(0.5, abs=0.2)
+    assert idle.end - idle.start >= 0.5 - 1e-3  # the idle phase lasted its duration, however busy the machine
+    assert (spans["start"].iloc[1:].to_numpy() >= spans["end"].iloc[:-1].to_numpy()).all()  # back to back
+    assert not frame["start"].between(idle.start, idle.end, inclusive="neither").any()  # nothing sent while idle
     assert set(frame["phase"]) == {"ramp", "burst"}
     ramp = frame[frame["phase"] == "ramp"].sort_values("scheduled")
     assert len(ramp) == 20

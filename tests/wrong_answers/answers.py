@@ -3,7 +3,7 @@
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from labkit import traffic
+from labkit import process, traffic
 
 
 def metrics_flags_all_interfaces(port):
@@ -11,7 +11,11 @@ def metrics_flags_all_interfaces(port):
 
 
 def metrics_flags_wrong_port(port):
-    return ["--metrics-port=8002", "--metrics-address=127.0.0.1", "--metrics-interval-ms=250"]
+    """A port other than the one asked for: a free one (8002 is taken whenever the Compose stack runs)."""
+    other = process.free_port()
+    while other == port:
+        other = process.free_port()
+    return [f"--metrics-port={other}", "--metrics-address=127.0.0.1", "--metrics-interval-ms=250"]
 
 
 def metrics_flags_no_interval(port):
