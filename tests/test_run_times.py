@@ -9,6 +9,7 @@ fail for a reason: every header states a figure, the report reads it, and the up
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -30,6 +31,26 @@ def test_every_header_states_a_run_time(path):
     assert stated > 0
 
 
+def test_readme_course_map_states_each_header_time():
+    """The README's course map says the same "~N s" as each notebook's header (make run-times writes both)."""
+    readme = (paths.ROOT / "README.md").read_text()
+    update_run_times = load_script()
+    for path in NOTEBOOKS:
+        row = update_run_times.readme_row(path.name).search(readme)
+        assert row, f"README.md: no course-map row with a time for {path.name}"
+        assert int(row.group(2)) == conftest.header_seconds(path), (
+            f"README.md says ~{row.group(2)} s for {path.name}, its header about {conftest.header_seconds(path)} s: "
+            "run `make run-times` (or fix one of the two)"
+        )
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("update_run_times", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_report_puts_the_header_beside_the_measurement(tmp_path):
     first, second = NOTEBOOKS[:2]
     rows = conftest.run_times({first.name: 41.26, second.name: 3.0, "99_not_a_notebook.ipynb": 1.0})
@@ -42,8 +63,9 @@ def test_report_puts_the_header_beside_the_measurement(tmp_path):
     assert json.loads(target.read_text())["notebooks"] == rows
 
 
-def update(notebooks, measured) -> subprocess.CompletedProcess:
+def update(notebooks, measured, readme=None) -> subprocess.CompletedProcess:
     command = [sys.executable, str(SCRIPT), "--notebooks", str(notebooks), "--measured", str(measured)]
+    command += ["--readme", str(readme or notebooks / "README.md")]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
@@ -54,8 +76,12 @@ def test_update_rewrites_only_the_figure_of_the_measured_notebooks(tmp_path):
     measured = tmp_path / "run_times.json"
     conftest.write_run_times(conftest.run_times({first.name: 123.4}, tmp_path), measured)
 
-    done = update(tmp_path, measured)
+    readme = tmp_path / "README.md"
+    readme.write_text((paths.ROOT / "README.md").read_text())
+    done = update(tmp_path, measured, readme)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"notebooks/{first.name}) |" in readme.read_text()
+    assert load_script().readme_row(first.name).search(readme.read_text()).group(2) == "125"
     new = 125  # 123.4 s, rounded to 5 s
     assert conftest.header_seconds(tmp_path / first.name) == new
     old_text, new_text = first.read_text(), (tmp_path / first.name).read_text()
@@ -65,7 +91,7 @@ def test_update_rewrites_only_the_figure_of_the_measured_notebooks(tmp_path):
     assert (tmp_path / second.name).read_text() == second.read_text()  # not measured: not touched
     assert f"{first.name}: about {conftest.header_seconds(first)} s -> about {new} s" in done.stdout
 
-    again = update(tmp_path, measured)
+    again = update(tmp_path, measured, readme)
     assert again.returncode == 0 and f"{first.name}: unchanged" in again.stdout
     assert (tmp_path / first.name).read_text() == new_text
 
