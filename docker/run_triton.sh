@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Run Triton 24.10 (server 2.51.0, the release this course is verified on) in Docker
-# on the course's model repository.
+# Run Triton in Docker on the course's model repository. The image defaults to
+# nvcr.io/nvidia/tritonserver:24.10-py3 (server 2.51.0, the release this course is verified on);
+# TRITON_IMAGE chooses another one (the same variable as docker/compose.yaml and
+# labkit.triton.start(mode="docker"); what changed after 24.10: docs/versions.md).
 #
-#   docker/run_triton.sh            # CPU
-#   GPUS=all docker/run_triton.sh   # NVIDIA GPU (needs the NVIDIA Container Toolkit)
+#   docker/run_triton.sh                                                    # CPU
+#   GPUS=all docker/run_triton.sh                                           # NVIDIA GPU (NVIDIA Container Toolkit)
+#   TRITON_IMAGE=nvcr.io/nvidia/tritonserver:26.07-py3 docker/run_triton.sh  # a newer release
 #
 # Ports are published on 127.0.0.1 only: HTTP 8000, gRPC 8001, metrics 8002
 # (override with HTTP_PORT, GRPC_PORT, METRICS_PORT). The model repository is
 # mounted read-only; --rm removes the container when it stops (Ctrl-C).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-IMAGE="${IMAGE:-nvcr.io/nvidia/tritonserver:24.10-py3}"
+TRITON_IMAGE="${TRITON_IMAGE:-nvcr.io/nvidia/tritonserver:24.10-py3}"
 MODEL_REPOSITORY="${MODEL_REPOSITORY:-$here/../model_repository}"
 HTTP_PORT="${HTTP_PORT:-8000}"
 GRPC_PORT="${GRPC_PORT:-8001}"
@@ -24,7 +27,7 @@ cmd=(docker run --rm "${gpu_flags[@]}"
   -p "127.0.0.1:${GRPC_PORT}:8001"
   -p "127.0.0.1:${METRICS_PORT}:8002"
   -v "$(cd "$MODEL_REPOSITORY" && pwd):/models:ro"
-  "$IMAGE"
+  "$TRITON_IMAGE"
   tritonserver --model-repository=/models --allow-metrics=true --metrics-interval-ms=1000)
 
 if [ "${DRY_RUN:-}" = 1 ]; then

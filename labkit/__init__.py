@@ -18,4 +18,7 @@ __version__ = "0.1.0"
 #: The Triton release the course is verified on: the local binary from
 #: ``nvidia-pytriton==0.7.0`` and the matching NGC container image.
 TRITON_VERSION = "2.51.0"
+#: The pinned default image of the Docker path. The environment variable ``TRITON_IMAGE``
+#: overrides it in ``labkit.triton.start(mode="docker")`` (see ``labkit.triton.docker_image``),
+#: ``docker/run_triton.sh`` and ``docker/compose.yaml``; what changed after 24.10: ``docs/versions.md``.
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from labkit import promql
@@ -127,3 +128,102 @@ def quantiles(
     _shade_phases(ax, phases, origin)
     fig.tight_layout()
     return fig
+
+
+def bucket_increases(frame: pd.DataFrame, histogram: str, **labels: str) -> pd.DataFrame:
+    """Observations that fell in each bucket during each scrape interval (non-cumulative).
+
+    One row per interval, indexed by the scrape time that ends it (the first scrape
+    starts the first interval and has no row); one column per bucket, indexed by its
+    upper bound ``le`` as a float (``inf`` for ``+Inf``), in increasing order. Each
+    ``_bucket`` series' increase between neighbouring scrapes is taken first (a drop
+    is a counter reset: the increase is then the new value, as in Prometheus), then
+    summed over the other labels (``sum by (le)``), then de-cumulated: the count *in* a
+    bucket is its cumulative increase minus that of the bucket below.
+    """
+    wide = promql.series(frame, f"{histogram}_bucket", **labels)
+    if wide.empty:
+        return pd.DataFrame()
+    moved = wide.diff()
+    moved = moved.mask(moved < 0, wide)  # a reset: the counter started again from 0
+    moved = moved.iloc[1:]
+    cumulative = moved.T.groupby(level="le").sum().T  # sum by (le); a missing series adds 0
+    cumulative.columns = cumulative.columns.map(float)
+    cumulative = cumulative.sort_index(axis=1)
+    per_bucket = cumulative.diff(axis=1)
+    per_bucket.iloc[:, 0] = cumulative.iloc[:, 0]
+    per_bucket.columns.name = "le"
+    per_bucket.index.name = "time"
+    return per_bucket
+
+
+def histogram_heatmap(
+    frame: pd.DataFrame,
+    histogram: str,
+    per_second: bool = True,
+    phases: pd.DataFrame | None = None,
+    scale: float = 1e3,
+    unit: str = "ms",
+    log: bool = True,
+    **labels: str,
+) -> plt.Figure:
+    """The latency distribution over time: one column per scrape interval, one row per bucket.
+
+    The colour of a cell is how many observations fell in that bucket during that
+    interval (:func:`bucket_increases`), per second when ``per_second`` (intervals
+    may differ in length), else per interval. The y axis has one equal-height row per
+    bucket, with the bucket bounds ``le`` (times ``scale``, in ``unit``) at the row
+    edges; empty cells are left blank, and ``log`` puts the colours on a log scale so
+    that a light phase is as readable as a heavy one. ``phases`` are drawn as
+    vertical lines. The drawn values are ``fig.axes[0].collections[0].get_array()``:
+    shape (buckets, intervals).
+    """
+    from matplotlib.colors import LogNorm
+
+    origin = _origin(frame)
+    counts = bucket_increases(frame, histogram, **labels)
+    times = promql.series(frame, f"{histogram}_bucket", **labels).index.to_numpy(dtype=float)
+    durations = np.diff(times)
+    values = counts.to_numpy(dtype=float)
+    if per_second:
+        values = values / durations[:, None]
+    shown = np.ma.masked_less_equal(values.T, 0) if log else np.ma.masked_invalid(values.T)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    norm = LogNorm(vmin=shown.min(), vmax=shown.max()) if log and shown.count() else None
+    x_edges = times - origin
+    y_edges = np.arange(len(counts.columns) + 1)
+    mesh = ax.pcolormesh(x_edges, y_edges, shown, cmap="viridis", norm=norm, shading="flat")
+    bounds = [0.0, *counts.columns]
+    ax.set_yticks(y_edges)
+    ax.set_yticklabels(["+Inf" if b == float("inf") else f"{b * scale:g}" for b in bounds])
+    ax.set_ylabel(f"latency bucket bounds, le ({unit})")
+    ax.set_xlabel("time since start (s)")
+    what = "observations/s" if per_second else "observations per scrape interval"
+    colorbar = fig.colorbar(mesh, ax=ax)
+    colorbar.set_label(f"{what} ({'1/s' if per_second else 'count'})")
+    ax.set_title(f"{histogram}: observations per bucket and scrape interval")
+    _mark_phases(ax, phases, origin)
+    fig.tight_layout()
+    return fig
+
+
+def _mark_phases(ax, phases: pd.DataFrame | None, origin: float) -> None:
+    """Like ``_shade_phases``, but with a line at each phase's start (shading would tint a heatmap)."""
+    if phases is None:
+        return
+    if isinstance(phases.attrs.get("phases"), pd.DataFrame):
+        phases = phases.attrs["phases"]
+    if phases.empty:
+        return
+    spans = phases.groupby("phase", sort=False).agg(start=("start", "min"), end=("end", "max"))
+    for name, span in spans.iterrows():
+        ax.axvline(span.start - origin, color="black", linestyle="--", linewidth=1)
+        ax.text(
+            span.start - origin,
+            1.0,
+            f" {name}",
+            transform=ax.get_xaxis_transform(),
+            va="top",
+            fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1},
+        )

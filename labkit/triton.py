@@ -51,7 +51,7 @@ LOCAL_HINT = (
 )
 DOCKER_HINT = (
     "docker: install and start a Docker engine (https://docs.docker.com/engine/install/), "
-    f"then `docker pull {TRITON_IMAGE}`"
+    f"then `docker pull {TRITON_IMAGE}` (or the image you name in $TRITON_IMAGE)"
 )
 
 
@@ -202,6 +202,17 @@ def stub_environment(libs_dir: Path | None = None, base: dict | None = None) -> 
 # ------------------------------------------------------------------- docker mode
 
 
+def docker_image(image: str | None = None) -> str:
+    """The Triton image Docker mode runs: ``image`` if given, else ``$TRITON_IMAGE``, else the pinned default.
+
+    The pinned default (:data:`labkit.TRITON_IMAGE`, ``nvcr.io/nvidia/tritonserver:24.10-py3``) is the
+    release of the local binary (2.51.0). ``TRITON_IMAGE`` is the same variable ``docker/run_triton.sh``
+    and ``docker/compose.yaml`` read, so one setting moves all three to another release
+    (what changed after 24.10: ``docs/versions.md``).
+    """
+    return image or os.environ.get("TRITON_IMAGE") or TRITON_IMAGE
+
+
 def docker_available(timeout: float = 10.0) -> tuple[bool, str]:
     """Is a Docker engine answering? Returns (ok, reason)."""
     if shutil.which("docker") is None:
@@ -258,7 +269,7 @@ def docker_command(
     ports: Ports,
     *,
     name: str,
-    image: str = TRITON_IMAGE,
+    image: str | None = None,
     gpus: bool = False,
     shm_size: str = "1g",
     **flags,
@@ -268,7 +279,8 @@ def docker_command(
     Ports are published on 127.0.0.1 only; the model repository is mounted
     read-only at ``/models``; ``--rm`` removes the container when it stops.
     Inside the container Triton listens on its default ports on all of the
-    container's interfaces (that is what Docker forwards to).
+    container's interfaces (that is what Docker forwards to). ``image``: see
+    :func:`docker_image` (default ``$TRITON_IMAGE``, else the pinned 24.10 image).
     """
     repo = Path(model_repository).resolve()
     cmd = ["docker", "run", "--rm", "--name", name]
@@ -280,7 +292,7 @@ def docker_command(
         "-p", f"127.0.0.1:{ports.grpc}:8001",
         "-p", f"127.0.0.1:{ports.metrics}:8002",
         "-v", f"{repo}:/models:ro",
-        image,
+        docker_image(image),
         "tritonserver",
     ]  # fmt: skip
     inside = Ports(8000, 8001, 8002)
@@ -449,14 +461,14 @@ def start(
     metrics_interval_ms: int | None = None,
     log_verbose: int = 0,
     gpus: bool = False,
-    image: str = TRITON_IMAGE,
+    image: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> TritonServer:
     """Start Triton on ``model_repository`` and wait until it is ready.
 
     Args:
         model_repository: folder with one sub-folder per model.
-        mode: ``"local"`` (the wheel's binary), ``"docker"`` (the pinned image)
+        mode: ``"local"`` (the wheel's binary), ``"docker"`` (a container image)
             or ``"auto"`` (local where supported, else Docker if an engine answers).
         models: load only these models (explicit model control); default: all.
         ports: fixed ports; default: three free ports on 127.0.0.1.
@@ -465,6 +477,8 @@ def start(
         metrics: serve ``/metrics`` (``--allow-metrics``).
         metrics_interval_ms: how often Triton refreshes its own gauges.
         gpus: Docker mode: pass ``--gpus all``.
+        image: Docker mode: the image; default ``$TRITON_IMAGE`` if set, else the pinned
+            ``nvcr.io/nvidia/tritonserver:24.10-py3`` (:func:`docker_image`).
         extra_args: more ``tritonserver`` flags.
 
     Raises:
@@ -490,9 +504,13 @@ def start(
         else:
             ok, reason = docker_available()
             if not ok:
-                raise TritonStartError(f"Cannot run Triton in Docker: {reason}.\nTo fix it: {DOCKER_HINT}")
+                raise TritonStartError(
+                    f"Cannot run Triton in Docker ({docker_image(image)}): {reason}.\nTo fix it: {DOCKER_HINT}"
+                )
             name = f"labkit-triton-{uuid.uuid4().hex[:8]}"
-            command = docker_command(repo, chosen, name=name, image=image, gpus=gpus, **flags, extra_args=extra_args)
+            command = docker_command(
+                repo, chosen, name=name, image=docker_image(image), gpus=gpus, **flags, extra_args=extra_args
+            )
             server = TritonServer(command, None, chosen, "docker", container=name, metrics=metrics)
             wait = timeout or 900.0
         try:

@@ -1,6 +1,7 @@
 """docker/compose.yaml and its GPU override, read with PyYAML (no Docker engine needed).
 
-Pinned images, loopback-only ports, no default password, every mounted path
+Pinned images (Triton's through ``${TRITON_IMAGE:-<pinned>}``, the variable docker/run_triton.sh and
+labkit.triton read too), loopback-only ports, no default password, every mounted path
 present, and the files it mounts are the ones promtool and the lint tests check.
 When a Compose CLI is installed (`docker compose` or Debian's `docker-compose`),
 `config` validates the files too (it needs no engine).
@@ -55,7 +56,9 @@ def test_three_services():
 
 
 def test_images_are_pinned():
-    assert SERVICES["triton"]["image"] == TRITON_IMAGE
+    # Triton: the pinned release by default, another one through TRITON_IMAGE (docs/versions.md)
+    assert SERVICES["triton"]["image"] == f"${{TRITON_IMAGE:-{TRITON_IMAGE}}}"
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", TRITON_IMAGE), "pin an exact release"
     assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", SERVICES["prometheus"]["image"])
     assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", SERVICES["grafana"]["image"])
 
@@ -152,6 +155,26 @@ def test_gpu_override_reserves_nvidia_gpus_for_triton_only():
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
 
 
+def run_triton_dry_run(**env: str) -> str:
+    """The `docker run` command docker/run_triton.sh would run (DRY_RUN=1 prints it; no Docker needed)."""
+    script = mf.DOCKER / "run_triton.sh"
+    base = {k: v for k, v in os.environ.items() if k != "TRITON_IMAGE"}
+    out = subprocess.run(
+        ["bash", str(script)], env={**base, "DRY_RUN": "1", **env}, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_run_triton_script_pins_the_image_and_honours_triton_image():
+    default = run_triton_dry_run().split()
+    assert default[default.index("tritonserver") - 1] == TRITON_IMAGE
+    chosen = run_triton_dry_run(TRITON_IMAGE="nvcr.io/nvidia/tritonserver:26.07-py3").split()
+    assert chosen[chosen.index("tritonserver") - 1] == "nvcr.io/nvidia/tritonserver:26.07-py3"
+    published = [default[i + 1] for i, arg in enumerate(default) if arg == "-p"]
+    assert "--rm" in default and len(published) == 3 and all(p.startswith("127.0.0.1:") for p in published)
+
+
 def compose_cli() -> list[str] | None:
     """`docker compose` (v2 plugin) or `docker-compose` (v1, Debian's package), whichever runs."""
     if shutil.which("docker"):
@@ -175,7 +198,7 @@ def test_compose_cli_config():
             pytest.fail(message + " (.ci/run installs it)")
         pytest.skip(message)
     files = ["-f", str(mf.COMPOSE), "-f", str(mf.COMPOSE_GPU)]
-    env = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    env = {k: v for k, v in os.environ.items() if k not in ("GRAFANA_ADMIN_PASSWORD", "TRITON_IMAGE")}
     refused = subprocess.run([*cli, *files, "config", "-q"], capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr + refused.stdout
     env["GRAFANA_ADMIN_PASSWORD"] = "only-for-this-test"
@@ -188,3 +211,8 @@ def test_compose_cli_config():
             host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
             assert host_ip == "127.0.0.1", f"{name}: {port}"
     assert resolved["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert resolved["triton"]["image"] == TRITON_IMAGE  # the pinned default when TRITON_IMAGE is not set
+    env["TRITON_IMAGE"] = "nvcr.io/nvidia/tritonserver:26.07-py3"
+    chosen = subprocess.run([*cli, *files, "config"], capture_output=True, text=True, env=env, timeout=60)
+    assert chosen.returncode == 0, chosen.stderr
+    assert yaml.safe_load(chosen.stdout)["services"]["triton"]["image"] == "nvcr.io/nvidia/tritonserver:26.07-py3"

@@ -59,6 +59,45 @@ def test_01_wrong_answers(tmp_path, mistake):
     assert says in feedback.message
 
 
+SOLUTION_01B = (SOLUTIONS / "01b_size_histogram.py").read_text()
+# Known-wrong answers to exercise 01b: the solution with one mistake each.
+WRONG_01B = {
+    "gauge_with_buckets": (
+        "kind=pb_utils.MetricFamily.HISTOGRAM",
+        "kind=pb_utils.MetricFamily.GAUGE",
+        "only a HISTOGRAM takes buckets=",
+    ),
+    "unsorted_buckets": ("SIZE_BUCKETS = [10, 100, 1000]", "SIZE_BUCKETS = [100, 10, 1000]", "strictly increasing"),
+    "missing_bucket": ("SIZE_BUCKETS = [10, 100, 1000]", "SIZE_BUCKETS = [10, 1000]", "give buckets=[10, 100, 1000]"),
+    "observes_one": ("self.sizes.observe(values.size)", "self.sizes.observe(1)", "observe values.size"),
+    # value() on a histogram: the server refuses it, and on 2.51.0 may abort: graded wrong either way
+    "value_on_histogram": (
+        "self.sizes.observe(values.size)",
+        "self.sizes.observe(values.size)\n            self.large = self.sizes.value() > 100",
+        "make only the calls your metric's kind has",
+    ),
+}
+
+
+def test_01b_solution_and_not_attempted(tmp_path):
+    assert checks.check_01b(SOLUTIONS / "01b_size_histogram.py").status == "correct"
+    untouched = tmp_path / "model.py"
+    untouched.write_text(checks.TEMPLATE_01.read_text())
+    assert checks.check_01b(untouched).status == "not attempted"
+
+
+@pytest.mark.parametrize("mistake", sorted(WRONG_01B))
+def test_01b_wrong_answers(tmp_path, mistake):
+    old, new, says = WRONG_01B[mistake]
+    assert old in SOLUTION_01B, "the mutation no longer applies to the solution"
+    answer = tmp_path / "model.py"
+    answer.write_text(SOLUTION_01B.replace(old, new))
+    feedback = checks.check_01b(answer)
+    assert feedback.status == "wrong", feedback
+    # on 2.51.0 a refused call in initialize can abort the server instead (notebook 07): wrong, and said so
+    assert says in feedback.message or checks.ABORTED_AT_LOAD in feedback.message, feedback
+
+
 def test_02():
     assert checks.check_02(load("02_metrics_flags", "metrics_flags")).status == "correct"
     assert checks.check_02(lambda port: []).status == "not attempted"
@@ -89,6 +128,31 @@ def test_04():
     ):
         feedback = checks.check_04(answer)
         assert feedback.status == "wrong" and f"For the {says} frame" in feedback.message, feedback
+
+
+def test_04b_plot_rate():
+    import matplotlib.pyplot as plt
+
+    from labkit import plots
+
+    open_before = set(plt.get_fignums())
+    assert checks.check_04b(load("04b_plot_rate", "plot_rate")).status == "correct"
+    # labkit's own counter plot holds the same rate on its lower axes: also right
+    assert checks.check_04b(lambda frame, window: plots.counter(frame, checks.SAMPLE_04B, window)).status == "correct"
+    assert checks.check_04b(lambda frame, window: None).status == "not attempted"
+    for answer, says in (
+        (wrong.plot_rate_cumulative, "cumulative counter"),
+        (wrong.plot_rate_bucket, "_bucket series summed over every le"),
+        (wrong.plot_rate_sum, "rate of _sum"),
+        (wrong.plot_rate_no_units, "Label the x axis with its unit"),
+        (wrong.plot_rate_no_units, "Label the y axis with its unit"),
+        (wrong.plot_rate_no_title, "title"),
+        (lambda frame, window: frame, "returned DataFrame"),
+        (lambda frame, window: plt.subplots()[1], "no line"),
+    ):
+        feedback = checks.check_04b(answer)
+        assert feedback.status == "wrong" and says in feedback.message, (answer, feedback)
+    assert set(plt.get_fignums()) == open_before, "the checker closes the figures it graded"
 
 
 def test_05():
@@ -143,3 +207,80 @@ def test_07(tmp_path):
         path.write_text(answer)
         feedback = checks.check_07(path)
         assert feedback.status == "wrong" and says in feedback.message, feedback
+
+
+SOLUTION_08 = (SOLUTIONS / "08_execute_rows.py").read_text()
+# Known-wrong answers to exercise 08: the solution with one mistake each.
+WRONG_08 = {
+    "observes_per_request": (
+        "        self.rows.observe(sum(x.shape[0] for x in inputs))  # once per call: the batch, in rows\n",
+        "        for x in inputs:\n            self.rows.observe(x.shape[0])\n",
+        "observe once per execute() call, not once per request",
+    ),
+    "observes_requests_not_rows": (
+        "self.rows.observe(sum(x.shape[0] for x in inputs))",
+        "self.rows.observe(len(requests))",
+        "observe the rows of the call",
+    ),
+    "latency_buckets": (
+        "ROW_BUCKETS = [1, 2, 4, 8]",
+        "ROW_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1]",
+        "give buckets=[1, 2, 4, 8]",
+    ),
+}
+
+
+def test_08_solution_and_not_attempted(tmp_path):
+    assert checks.check_08(SOLUTIONS / "08_execute_rows.py").status == "correct"
+    untouched = tmp_path / "model.py"
+    untouched.write_text(checks.TEMPLATE_08.read_text())
+    assert checks.check_08(untouched).status == "not attempted"
+
+
+@pytest.mark.parametrize("mistake", sorted(WRONG_08))
+def test_08_wrong_answers(tmp_path, mistake):
+    old, new, says = WRONG_08[mistake]
+    assert old in SOLUTION_08, "the mutation no longer applies to the solution"
+    answer = tmp_path / "model.py"
+    answer.write_text(SOLUTION_08.replace(old, new))
+    feedback = checks.check_08(answer)
+    assert feedback.status == "wrong", feedback
+    # on 2.51.0 a refused call in initialize can abort the server instead (notebook 07): wrong, and said so
+    assert says in feedback.message or checks.ABORTED_AT_LOAD in feedback.message, feedback
+
+
+def test_09():
+    solution = {}
+    exec((SOLUTIONS / "09_fleet_p95.py").read_text(), solution)  # what %load would run
+    assert checks.check_09("").status == "not attempted"
+    triton_buckets = 'demo_request_duration_seconds_bucket{namespace="triton"}'
+    wrong = {
+        f"avg(histogram_quantile(0.95, sum by (pod, le) (rate({triton_buckets}[1m]))))": "average of the pods' p95s",
+        f"histogram_quantile(0.95, sum by (pod, le) (rate({triton_buckets}[1m])))": "returned 3 series",
+        f"histogram_quantile(0.95, sum by (le) ({triton_buckets}))": "since the servers started",
+        "histogram_quantile(0.95, sum by (le) (rate(demo_request_duration_seconds_bucket[1m])))": "staging",
+        f"histogram_quantile(0.95, sum by (le) (rate({triton_buckets}[5m])))": "last 5 minutes",
+        f"histogram_quantile(95, sum by (le) (rate({triton_buckets}[1m])))": "between 0 and 1",
+        f"histogram_quantile(0.95, sum(rate({triton_buckets}[1m])))": "needs the le label",
+        f"histogram_quantile(0.95, sum by (le) (rate({triton_buckets}[1m]))": "refused the query",
+    }
+    right = [
+        solution["fleet_p95_promql"],
+        f"histogram_quantile(0.95, sum(rate({triton_buckets}[1m])) by (le))",
+        f"histogram_quantile(0.95, sum without (pod, instance) (rate({triton_buckets}[1m])))",
+    ]
+    results = checks.check_09([*right, *wrong])
+    for feedback in results[: len(right)]:
+        assert feedback.status == "correct", feedback
+    for feedback, says in zip(results[len(right) :], wrong.values(), strict=True):
+        assert feedback.status == "wrong" and says in feedback.message, feedback
+
+
+def test_09_known_mistakes_give_distinct_answers():
+    """Each hint of exercise 09 is told apart by its value: no two known mistakes (or the answer) may coincide."""
+    answers = checks.evaluate_promql_09([checks.REFERENCE_09, *(query for query, _ in checks.MISTAKES_09)])
+    values = [samples[0][1] for _, samples in answers]
+    assert all(len(samples) == 1 for _, samples in answers)
+    for i, a in enumerate(values):
+        for b in values[i + 1 :]:
+            assert abs(a - b) > 1e-3 * abs(a), values

@@ -12,7 +12,8 @@ from labkit import TRITON_IMAGE, triton
 PORTS = triton.Ports(http=18000, grpc=18001, metrics=18002)
 
 
-def test_docker_command_is_exact(tmp_path):
+def test_docker_command_is_exact(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_IMAGE", raising=False)
     cmd = triton.docker_command(tmp_path, PORTS, name="labkit-triton-test")
     assert cmd == [
         "docker", "run", "--rm", "--name", "labkit-triton-test",
@@ -28,6 +29,52 @@ def test_docker_command_is_exact(tmp_path):
         "--allow-metrics=true", "--metrics-port=8002",
         "--exit-timeout-secs=3", "--log-verbose=0",
     ]  # fmt: skip
+
+
+def test_default_image_is_pinned_and_triton_image_overrides_it(tmp_path, monkeypatch):
+    """One variable chooses the image: TRITON_IMAGE (as in docker/run_triton.sh and docker/compose.yaml)."""
+    assert TRITON_IMAGE == "nvcr.io/nvidia/tritonserver:24.10-py3"  # the release of the local binary, 2.51.0
+    monkeypatch.delenv("TRITON_IMAGE", raising=False)
+    assert triton.docker_image() == TRITON_IMAGE
+    monkeypatch.setenv("TRITON_IMAGE", "")  # set but empty: the default, as ${TRITON_IMAGE:-...} does
+    assert triton.docker_image() == TRITON_IMAGE
+    monkeypatch.setenv("TRITON_IMAGE", "nvcr.io/nvidia/tritonserver:26.07-py3")
+    assert triton.docker_image() == "nvcr.io/nvidia/tritonserver:26.07-py3"
+    assert triton.docker_image("my/triton:1") == "my/triton:1"  # an explicit image wins
+    cmd = triton.docker_command(tmp_path, PORTS, name="n")
+    assert cmd[cmd.index("tritonserver") - 1] == "nvcr.io/nvidia/tritonserver:26.07-py3"
+    cmd = triton.docker_command(tmp_path, PORTS, name="n", image="my/triton:1")
+    assert cmd[cmd.index("tritonserver") - 1] == "my/triton:1"
+
+
+@pytest.mark.parametrize(
+    ("env", "given", "expected"),
+    [
+        (None, None, TRITON_IMAGE),
+        ("nvcr.io/nvidia/tritonserver:26.07-py3", None, "nvcr.io/nvidia/tritonserver:26.07-py3"),
+        ("nvcr.io/nvidia/tritonserver:26.07-py3", "my/triton:1", "my/triton:1"),
+    ],
+)
+def test_start_in_docker_runs_the_chosen_image(tmp_path, monkeypatch, env, given, expected):
+    """start(mode="docker") without image= takes $TRITON_IMAGE, else the pinned default (no engine needed)."""
+    started = []
+
+    class FakeServer:  # records the command instead of running it
+        def __init__(self, command, *args, **kwargs):
+            started.append(command)
+
+        def wait_ready(self, timeout):
+            pass
+
+    if env is None:
+        monkeypatch.delenv("TRITON_IMAGE", raising=False)
+    else:
+        monkeypatch.setenv("TRITON_IMAGE", env)
+    monkeypatch.setattr(triton, "docker_available", lambda: (True, "a fake engine"))
+    monkeypatch.setattr(triton, "TritonServer", FakeServer)
+    triton.start(tmp_path, mode="docker", image=given)
+    (command,) = started
+    assert command[:2] == ["docker", "run"] and command[command.index("tritonserver") - 1] == expected
 
 
 def test_docker_command_gpus_and_options(tmp_path):

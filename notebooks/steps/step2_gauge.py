@@ -32,6 +32,6 @@ class TritonPythonModel:
             values = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
             result = np.abs(values[:, None] - values[None, :]).mean(axis=1, dtype=np.float32)
             self.inflight.increment(-1)  # down as each one is done
-            self.requests.increment(1)  # once per request, not once per execute call
+            self.requests.increment(1)  # every request counts (notebook 06: increment(len(requests)) per execute)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT0", result)]))
         return responses

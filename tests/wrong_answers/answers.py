@@ -62,3 +62,54 @@ def error_ratio_naive_diff(frame, window):
     steps = max(1, int(round(window / wide.index.to_series().diff().median())))
     moved = wide.diff(steps)
     return moved["error"] / moved.sum(axis=1)
+
+
+def _plot_04b(xs, ys, xlabel="time since start (s)", ylabel="rate (requests/s)", title="Requests per second"):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot(xs, ys)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return ax
+
+
+def plot_rate_cumulative(frame, window):
+    """The raw counter, not its rate."""
+    from labkit import promql
+
+    counter = promql.series(frame, "demo_request_duration_seconds_count").sum(axis=1)
+    return _plot_04b(counter.index - frame["time"].min(), counter.to_numpy(), ylabel="requests (requests)")
+
+
+def plot_rate_bucket(frame, window):
+    """The rate of the _bucket series (summed over every le), not of _count."""
+    from labkit import promql
+
+    rates = promql.rate(frame, "demo_request_duration_seconds_bucket", window)["total"]
+    return _plot_04b(rates.index - frame["time"].min(), rates.to_numpy())
+
+
+def plot_rate_sum(frame, window):
+    """The rate of _sum: seconds of compute per second."""
+    from labkit import promql
+
+    rates = promql.rate(frame, "demo_request_duration_seconds_sum", window)["total"]
+    return _plot_04b(rates.index - frame["time"].min(), rates.to_numpy())
+
+
+def plot_rate_no_units(frame, window):
+    """The right line, but axis labels without units."""
+    from labkit import promql
+
+    rates = promql.rate(frame, "demo_request_duration_seconds_count", window)["total"]
+    return _plot_04b(rates.index - frame["time"].min(), rates.to_numpy(), xlabel="time", ylabel="rate")
+
+
+def plot_rate_no_title(frame, window):
+    """The right line and units, at the scrape times themselves, but no title."""
+    from labkit import promql
+
+    rates = promql.rate(frame, "demo_request_duration_seconds_count", window)["total"]
+    return _plot_04b(rates.index, rates.to_numpy(), title="")
