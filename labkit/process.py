@@ -14,6 +14,8 @@ file, and stops it:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -27,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 _WATCHDOG = r"""
-import os, signal, subprocess, sys, time
-pgid, container = int(sys.argv[1]), sys.argv[2]
+import glob, os, signal, subprocess, sys, time
+pgid, container, leftovers = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 sys.stdin.buffer.read()
 def alive():
     try:
@@ -50,6 +52,12 @@ for sig, wait in ((signal.SIGTERM, 8.0), (signal.SIGKILL, 2.0)):
     end = time.monotonic() + wait
     while alive() and time.monotonic() < end:
         time.sleep(0.1)
+for pattern in leftovers:
+    for path in glob.glob(pattern):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 """
 
 _LIVE: "weakref.WeakSet[ManagedProcess]" = weakref.WeakSet()
@@ -83,8 +91,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def kill_group(pgid: int, grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL, every process left in process group ``pgid``."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+    """SIGTERM, then SIGKILL, every process left in process group ``pgid`` (SIGKILL at once when ``grace`` is 0)."""
+    steps = ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)) if grace > 0 else ((signal.SIGKILL, 2.0),)
+    for sig, wait in steps:
         try:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
@@ -102,6 +111,8 @@ class ManagedProcess:
     """A command run in its own process group, logged to a file, stopped for sure.
 
     ``container`` names a Docker container the command runs, removed on stop.
+    ``leftovers`` are glob patterns of files the command leaves behind when it is
+    killed (e.g. shared-memory regions in ``/dev/shm``), removed once it is gone.
     """
 
     def __init__(
@@ -111,10 +122,12 @@ class ManagedProcess:
         name: str = "process",
         container: str = "",
         cwd: str | os.PathLike | None = None,
+        leftovers: Sequence[str] = (),
     ) -> None:
         self.command = list(command)
         self.name = name
         self.container = container
+        self.leftovers = list(leftovers)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"labkit-{name}-"))
         self.log_path = self.workdir / f"{name}.log"
         self._log_text: str | None = None
@@ -130,7 +143,7 @@ class ManagedProcess:
             )
         read_end, self._watchdog_pipe = os.pipe()
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(self.popen.pid), container],
+            [sys.executable, "-c", _WATCHDOG, str(self.popen.pid), container, *self.leftovers],
             stdin=read_end,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -171,21 +184,34 @@ class ManagedProcess:
         """The last ``lines`` lines of the log."""
         return "\n".join(self.log().splitlines()[-lines:])
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop the command and its whole process group. Safe to call twice."""
+    def stop(self, timeout: float = 15.0, graceful: bool = True) -> None:
+        """Stop the command and its whole process group. Safe to call twice.
+
+        ``graceful``: SIGTERM first and up to ``timeout`` seconds to exit; otherwise SIGKILL at once.
+        """
         if self._log_text is not None:
             return
         if self.container:
-            subprocess.run(["docker", "stop", "-t", "5", self.container], capture_output=True, timeout=30)
-        if self.popen.poll() is None:
+            subprocess.run(
+                ["docker", "stop", "-t", "5" if graceful else "0", self.container], capture_output=True, timeout=30
+            )
+        if graceful and self.popen.poll() is None:
             try:
                 self.popen.send_signal(signal.SIGTERM)
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-        kill_group(self.popen.pid)
+        if not graceful and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGKILL)  # the whole group at once
+            self.popen.wait(timeout=5)  # reaped, so the group check below does not wait on a zombie
+        kill_group(self.popen.pid, grace=5.0 if graceful else 0.0)
         if self.popen.poll() is None:
             self.popen.wait(timeout=5)
+        for pattern in self.leftovers:
+            for path in glob.glob(pattern):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
         os.close(self._watchdog_pipe)  # the watchdog wakes, finds nothing left, and exits
         try:
             self._watchdog.wait(timeout=15)

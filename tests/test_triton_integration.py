@@ -67,7 +67,15 @@ def listening_addresses(pid: int) -> set[str]:
     return addrs
 
 
-def test_start_serves_and_stop_leaves_nothing():
+def shm_regions(server) -> list[str]:
+    """The /dev/shm files of this server's model stubs (labkit gives each server its own prefix)."""
+    flag = next(arg for arg in server.command if triton.SHM_FLAG in arg)
+    prefix = flag.split(triton.SHM_FLAG, 1)[1]
+    return sorted(p.name for p in Path("/dev/shm").glob(f"{prefix}*"))
+
+
+def test_start_serves_and_stop_leaves_nothing(monkeypatch):
+    monkeypatch.setenv(triton.STOP_ENV, "graceful")  # what a learner's stop() does: SIGTERM, a clean unload
     server = triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"])
     try:
         assert server.is_ready()
@@ -77,12 +85,31 @@ def test_start_serves_and_stop_leaves_nothing():
         meta = requests.get(f"{server.http_url}/v2", timeout=5).json()
         assert meta["version"] == "2.51.0"
         assert "Started Metrics Service at 127.0.0.1" in server.log()
+        assert len(shm_regions(server)) == 2  # one region per stub, named with this server's prefix
     finally:
         server.stop()
     assert not server.is_running()
     assert not [pid for pid in family_pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert "successfully unloaded 'metrics_demo'" in server.log()  # the log survives stop()
+    assert shm_regions(server) == []
     server.stop()  # twice is fine
+
+
+def test_killed_or_crashed_server_leaves_no_shared_memory(monkeypatch):
+    """SIGKILL (the tests' stop, or a crash such as notebook 07's aborts) leaves the stubs' /dev/shm regions
+    behind, which Triton removes only on a clean exit; stop() removes them."""
+    monkeypatch.setenv(triton.STOP_ENV, "kill")
+    server = triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"])
+    try:
+        regions = shm_regions(server)
+        assert len(regions) == 2
+        os.kill(server.pid, signal.SIGKILL)  # the server dies the way an abort kills it
+        server.process.popen.wait(timeout=10)
+        assert shm_regions(server) == regions  # nobody cleaned up yet: this is the leak
+    finally:
+        server.stop()
+    assert shm_regions(server) == []
+    assert "successfully unloaded" not in server.log()
 
 
 def test_context_manager_stops_the_server():
@@ -235,7 +262,8 @@ from labkit import paths, triton
 server = triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"])
 import psutil
 kids = [p.pid for p in psutil.Process(server.pid).children(recursive=True)]
-print(json.dumps({"server": server.pid, "kids": kids, "url": server.http_url}), flush=True)
+shm = next(a for a in server.command if triton.SHM_FLAG in a).split(triton.SHM_FLAG, 1)[1]
+print(json.dumps({"server": server.pid, "kids": kids, "url": server.http_url, "shm": shm}), flush=True)
 if sys.argv[1] == "hang":
     time.sleep(600)
 """
@@ -278,6 +306,7 @@ def test_parent_killed_with_sigkill_leaves_no_orphans():
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert gone(pids, within=30), f"still running after the parent died: {pids}"
+    scrape.settle(lambda: sorted(Path("/dev/shm").glob(f"{info['shm']}*")), [], timeout=10, what="the stubs' /dev/shm")
 
 
 def test_interpreter_exit_without_stop_stops_the_server():
