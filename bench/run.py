@@ -4,14 +4,23 @@
    ``increment``, gauge ``set`` and histogram ``observe`` inside ``execute``
    (next to an empty ``time.perf_counter()`` pair) and returns every duration.
 2. **Throughput and latency.** ``bench_model`` is loaded once per variant
-   (``none``, ``naive``, ``recommended``, ``helper``, ``thread``; see its
-   ``model.py``) in one server. The same closed-loop load (:mod:`bench.load`)
-   cycles through the variants without a pause, a short window each, in a
-   rotated order, many times; each variant's throughput is compared with the
-   uninstrumented one of the same cycle, and the table shows medians. Besides
+   (``none``, ``naive``, ``recommended``, ``helper``, ``thread``,
+   ``aggregated``; see its ``model.py``) in one server. The same closed-loop
+   load (:mod:`bench.load`) cycles through the variants without a pause, a
+   short window each, with an uninstrumented window before and after every
+   instrumented one (:func:`interleaved`), many times; each variant's
+   throughput and CPU time per request are compared with the uninstrumented
+   windows around it, and the table shows medians and quartiles. Besides
    requests/s and client latency it reports the CPU time per request of the
    load, the server and the model's stub (less sensitive to a busy machine
    than requests/s) and the mean batch size that dynamic batching formed.
+
+   **Equal batching.** A variant that is slower per ``execute`` would get
+   bigger dynamic batches under a closed-loop load and hide part of its cost
+   in them. So every variant runs at the same batch size: ``max_batch_size`` and
+   ``preferred_batch_size`` are ``--batch`` (8), with a queue delay that lets
+   the batcher wait for a full batch, and the load keeps 32 requests in flight
+   (the table's ``mean batch`` shows it held).
 
 It prints a table, then one JSON line (``per_call_us``, ``throughput_ratio``,
 ``uninstrumented_rps`` and more). ``python -m bench --help`` lists the knobs.
@@ -35,17 +44,20 @@ import pandas as pd
 import psutil
 
 from bench.load import LoadGenerator, Window, schedule
-from labkit import paths, scrape, triton
+from labkit import paths, repository, scrape, triton
 
 MODELS = Path(__file__).resolve().parent / "models"
-VARIANTS = ("none", "naive", "recommended", "helper", "thread")
+VARIANTS = ("none", "naive", "recommended", "helper", "thread", "aggregated")
 CALLS_PER = {
     "none": "0",
     "naive": "2 per request",
     "recommended": "2 per execute",
     "helper": "2 per execute",
     "thread": "2 per request, off-thread",
+    "aggregated": "0 per request, sums flushed",
 }
+BATCH = 8  # max_batch_size = preferred_batch_size of every variant
+FLUSH_S = 0.25  # the aggregated variant's flush interval: several flushes inside every measured window
 KINDS = ("perf_counter", "increment", "set", "observe")
 
 
@@ -54,11 +66,21 @@ def model_name(variant: str, work_us: int = 0) -> str:
     return f"bench_{variant}" if not work_us else f"bench_{variant}_{work_us}us"
 
 
-def build_repository(dest: str | Path, variants: Iterable[str] = VARIANTS, work_us: Sequence[int] = (0,)) -> Path:
+def build_repository(
+    dest: str | Path,
+    variants: Iterable[str] = VARIANTS,
+    work_us: Sequence[int] = (0,),
+    batch: int = BATCH,
+    flush_s: float = FLUSH_S,
+) -> Path:
     """A model repository in ``dest`` with ``call_cost`` and one ``bench_model`` per variant and work time.
 
+    Each model gets a copy of ``dropin/triton_metrics.py`` next to its ``model.py``
+    (the tree keeps one). ``batch``: the batch size every variant runs at.
     Call it again on the same ``dest`` to add other variants or work times.
     """
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__")
@@ -73,8 +95,22 @@ def build_repository(dest: str | Path, variants: Iterable[str] = VARIANTS, work_
             config = re.sub(r'^name:\s*"[^"]*"', f'name: "{name}"', source, flags=re.MULTILINE)
             config = _set_parameter(config, "metrics", variant)
             config = _set_parameter(config, "work_us", str(work))
+            config = _set_parameter(config, "flush_s", f"{flush_s:g}")
+            config = _set_batch(config, batch)
             (dest / name / "config.pbtxt").write_text(config)
+            repository.add_helper(dest / name)
     return dest
+
+
+def _set_batch(config: str, batch: int) -> str:
+    for pattern, replacement in (
+        (r"^max_batch_size:\s*\d+", f"max_batch_size: {batch}"),
+        (r"preferred_batch_size:\s*\[\s*\d+\s*\]", f"preferred_batch_size: [ {batch} ]"),
+    ):
+        config, count = re.subn(pattern, replacement, config, flags=re.MULTILINE)
+        if count != 1:
+            raise ValueError(f"{pattern!r} not found in bench_model/config.pbtxt")
+    return config
 
 
 def _set_parameter(config: str, key: str, value: str) -> str:
@@ -110,6 +146,21 @@ def per_call_us(seconds: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ throughput
 
 
+def process_cpu_s(process: psutil.Process) -> float:
+    """CPU seconds of ``process``, all its threads, user and system.
+
+    On Linux from the process's CPU-time clock (what ``clock_getcpuclockid`` returns: nanosecond
+    resolution); elsewhere from psutil, which counts in clock ticks (10 ms), coarse for a 0.5 s window.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            return time.clock_gettime((~process.pid << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+        except OSError:
+            pass
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 class CpuSampler(threading.Thread):
     """Reads the CPU time of tritonserver and of each model's stub at the edges of every measured window."""
 
@@ -132,8 +183,7 @@ class CpuSampler(threading.Thread):
 
     @staticmethod
     def _cpu(process: psutil.Process) -> float:
-        times = process.cpu_times()
-        return times.user + times.system
+        return process_cpu_s(process)
 
     def run(self) -> None:
         for i, window in enumerate(self.windows):
@@ -163,14 +213,14 @@ def measure(
     warmup: float = 0.1,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, float]]:
-    """Run ``cycles`` cycles; in each, every model gets one window of load, in a rotated order.
+    """Run ``cycles`` cycles of back-to-back windows of load (see :func:`interleaved`).
 
-    Returns one row per window (``cycle``, ``model``, ``throughput_rps``,
-    ``requests`` and the CPU seconds of the load workers, tritonserver and the
-    model's stub in the measured part), every counted latency per model, and
-    the mean batch size per model.
+    Returns one row per window (``window``, its place in time; ``cycle``,
+    ``model``, ``throughput_rps``, ``requests`` and the CPU seconds of the load
+    workers, tritonserver and the model's stub in the measured part), every
+    counted latency per model, and the mean batch size per model.
     """
-    order = [m for c in range(cycles) for m in list(models[c % len(models) :]) + list(models[: c % len(models)])]
+    order = interleaved(models, cycles)
     windows = schedule(order, seconds, warmup, time.time() + 1.0)
     before = _batch_counts(server, models)
     sampler = CpuSampler(server, models, windows, cycles if progress else 0)
@@ -181,10 +231,12 @@ def measure(
     sampler.join()
     after = _batch_counts(server, models)
     rows = []
+    per_cycle = max(1, 2 * (len(models) - 1))
     for i, result in enumerate(results):
         rows.append(
             {
-                "cycle": i // len(models),
+                "window": i,
+                "cycle": min(i // per_cycle, cycles - 1),
                 "model": result.window.model,
                 "throughput_rps": result.throughput_rps,
                 "requests": result.requests,
@@ -200,37 +252,74 @@ def measure(
     return frame, latencies, batches
 
 
+def interleaved(models: Sequence[str], cycles: int) -> list[str]:
+    """The order of the windows: the baseline ``models[0]`` before and after every other model.
+
+    Each cycle is ``base, a, base, b, base, c, ...`` with the others rotated by
+    one from cycle to cycle, and one more ``base`` window ends the run. So every
+    variant's window has a baseline window right before and right after it, a
+    fraction of a second away: what a busy machine does to both, the ratio cancels.
+    """
+    base, others = models[0], list(models[1:])
+    order = []
+    for cycle in range(cycles):
+        turn = cycle % len(others) if others else 0
+        for model in others[turn:] + others[:turn]:
+            order += [base, model]
+        if not others:
+            order.append(base)
+    if others:
+        order.append(base)
+    return order
+
+
 def summarize(
     rows: pd.DataFrame, latencies: dict[str, np.ndarray], batches: dict[str, float], baseline: str
 ) -> pd.DataFrame:
     """Per model: throughput and its ratio to ``baseline``, CPU per request, pooled latency quantiles.
 
-    - ``ratio``: the median over cycles of (requests/s / the baseline's
-      requests/s in the same cycle, a second or two away), which cancels the
-      slow drifts of a busy machine; ``ratio_q25``/``ratio_q75`` show its spread.
+    - ``ratio``: the median over cycles of (requests/s / the mean requests/s of
+      the baseline windows right before and after it), which cancels the drifts
+      of a busy machine; ``ratio_q25``/``ratio_q75`` show its spread.
     - ``cpu_us``: CPU seconds of the load workers, tritonserver and the stub
       over all windows, per request (``server_cpu_us``: tritonserver and the
       stub only; ``stub_cpu_us``: the stub alone).
       Unlike requests/s it does not drop when a neighbour takes the CPU, so
-      ``cpu_ratio`` (the baseline's ``cpu_us`` / the variant's) is the steadier
-      estimate of the throughput ratio on a machine the benchmark has to itself;
-      ``server_cpu_ratio`` the same without the load's CPU: the ratio for a
-      server whose clients run elsewhere.
+      ``cpu_ratio`` (the median over cycles of the baseline's CPU per request, in
+      the windows around, / the variant's; ``cpu_ratio_q25``/``_q75`` its spread) is
+      the steadier estimate of the throughput ratio on a machine the benchmark
+      has to itself; ``server_cpu_ratio`` the same without the load's CPU: the
+      ratio for a server whose clients run elsewhere.
     """
+    rows = rows.sort_values("window").reset_index(drop=True)
     grouped = rows.groupby("model", sort=False)
     table = pd.DataFrame({"throughput_rps": grouped["throughput_rps"].median()})
-    per_cycle = rows.pivot(index="cycle", columns="model", values="throughput_rps")
-    ratios = per_cycle.div(per_cycle[baseline], axis=0)
-    table["ratio"] = ratios.median()
-    table["ratio_q25"] = ratios.quantile(0.25)
-    table["ratio_q75"] = ratios.quantile(0.75)
+    rows = rows.assign(
+        cpu_per_request=(rows["client_cpu_s"] + rows["server_cpu_s"] + rows["stub_cpu_s"])
+        / rows["requests"].clip(lower=1),
+        server_cpu_per_request=(rows["server_cpu_s"] + rows["stub_cpu_s"]) / rows["requests"].clip(lower=1),
+    )
+    is_base = rows["model"] == baseline
+    for column, name, inverse in (
+        ("throughput_rps", "ratio", False),
+        ("cpu_per_request", "cpu_ratio", True),
+        ("server_cpu_per_request", "server_cpu_ratio", True),
+    ):
+        # the reference of each window: the mean of the nearest baseline windows before and after it
+        base = rows[column].where(is_base)
+        reference = pd.concat([base.ffill(), base.bfill()], axis=1).mean(axis=1)
+        ratios = rows[column] / reference
+        if inverse:  # less CPU per request is better: the baseline's over the variant's
+            ratios = 1 / ratios
+        ratios = ratios.where(~is_base, 1.0).groupby(rows["model"], sort=False)
+        table[name] = ratios.median()
+        table[f"{name}_q25"] = ratios.quantile(0.25)
+        table[f"{name}_q75"] = ratios.quantile(0.75)
     totals = grouped[["requests", "client_cpu_s", "server_cpu_s", "stub_cpu_s", "errors"]].sum()
     served = totals["requests"].clip(lower=1)
     table["cpu_us"] = (totals["client_cpu_s"] + totals["server_cpu_s"] + totals["stub_cpu_s"]) / served * 1e6
     table["server_cpu_us"] = (totals["server_cpu_s"] + totals["stub_cpu_s"]) / served * 1e6
     table["stub_cpu_us"] = totals["stub_cpu_s"] / served * 1e6
-    table["cpu_ratio"] = table.loc[baseline, "cpu_us"] / table["cpu_us"]
-    table["server_cpu_ratio"] = table.loc[baseline, "server_cpu_us"] / table["server_cpu_us"]
     table["errors"] = totals["errors"]
     table["p50_ms"] = [np.quantile(latencies[m], 0.50) * 1e3 if latencies[m].size else np.nan for m in table.index]
     table["p99_ms"] = [np.quantile(latencies[m], 0.99) * 1e3 if latencies[m].size else np.nan for m in table.index]
@@ -248,18 +337,25 @@ def report(costs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -
     print(costs.round(2).to_string())
     print()
     print(
-        f"Throughput and latency: {args.cycles} cycles, each giving every variant {args.seconds:g} s "
-        f"(load: {args.processes} processes x {args.concurrency} requests in flight, gRPC):"
+        f"Throughput and latency: {args.cycles} cycles, each giving every variant {args.seconds:g} s, "
+        "with none before and after each "
+        f"(load: {args.processes} processes x {args.concurrency} requests in flight, gRPC; "
+        f"batch size {args.batch} for every variant; aggregated flushes every {args.flush:g} s):"
     )
     names = [m.removeprefix("bench_") for m in table.index]
+
+    def spread(name: str) -> list[str]:
+        return [f"{a:.2f}-{b:.2f}" for a, b in zip(table[f"{name}_q25"], table[f"{name}_q75"], strict=True)]
+
     shown = pd.DataFrame(
         {
             "metric calls": [CALLS_PER[n] for n in names],
             "req/s": table["throughput_rps"].round(0).to_numpy(),
             "vs none": table["ratio"].round(3).to_numpy(),
-            "(q25-q75)": [f"{a:.2f}-{b:.2f}" for a, b in zip(table["ratio_q25"], table["ratio_q75"], strict=True)],
+            "(q25-q75)": spread("ratio"),
             "CPU us/req": table["cpu_us"].round(1).to_numpy(),
             "vs none (CPU)": table["cpu_ratio"].round(3).to_numpy(),
+            "(CPU q25-q75)": spread("cpu_ratio"),
             "server CPU us/req": table["server_cpu_us"].round(1).to_numpy(),
             "p50 ms": table["p50_ms"].round(2).to_numpy(),
             "p99 ms": table["p99_ms"].round(2).to_numpy(),
@@ -271,12 +367,19 @@ def report(costs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -
         shown["errors"] = table["errors"].to_numpy()
     print(shown.to_string())
     print(
-        "vs none: median over cycles of (req/s / req/s of none in the same cycle), with its quartiles.\n"
+        "vs none: median over cycles of (req/s / mean req/s of the none windows just before and after), quartiles.\n"
         "CPU us/req: CPU of the load workers + tritonserver + the model's stub, per request, all cycles together\n"
         "(server CPU: without the load workers);\n"
-        "vs none (CPU): none's CPU us/req / this one's: the steadier estimate of the ratio on a busy machine.\n"
-        "p50/p99: client-side latency, all cycles pooled."
+        "vs none (CPU): median over cycles of (CPU per request of the none windows around / this one's), quartiles:\n"
+        "the steadier estimate of the ratio on a busy machine.\n"
+        "p50/p99: client-side latency, all cycles pooled. mean batch: requests per execute (Triton's counters)."
     )
+    low, high = table["mean_batch"].min(), table["mean_batch"].max()
+    if high > low * 1.05:
+        print(
+            f"\nNOTE: the mean batch ranged from {low:.2f} to {high:.2f}: batching was not held equal "
+            "(too few requests in flight for --batch?), so part of each ratio is batching, not metrics."
+        )
     base = table.loc[model_name("none")]
     result = {
         "per_call_us": {kind: round(float(costs.loc[kind, "median_us"]), 3) for kind in KINDS},
@@ -298,6 +401,11 @@ def report(costs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -
             for m in table.index
             if m != model_name("none")
         },
+        "cpu_ratio_quartiles": {
+            m.removeprefix("bench_"): [round(float(table.loc[m, q]), 3) for q in ("cpu_ratio_q25", "cpu_ratio_q75")]
+            for m in table.index
+            if m != model_name("none")
+        },
         "server_cpu_ratio": {
             m.removeprefix("bench_"): round(float(table.loc[m, "server_cpu_ratio"]), 3)
             for m in table.index
@@ -313,6 +421,8 @@ def report(costs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -
         "mean_batch": {m.removeprefix("bench_"): round(float(v), 2) for m, v in table["mean_batch"].items()},
         "cycles": args.cycles,
         "seconds_per_window": args.seconds,
+        "batch": args.batch,
+        "flush_interval_s": args.flush,
         "load": f"{args.processes} processes x {args.concurrency} in flight, grpc.aio",
         "cpus": os.cpu_count(),
     }
@@ -328,12 +438,16 @@ def report(costs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark; print the table, then the JSON line. Returns the JSON as a dict."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cycles", type=int, default=25, help="cycles through all variants (default 25)")
+    parser.add_argument("--cycles", type=int, default=20, help="cycles through all variants (default 20)")
     parser.add_argument("--seconds", type=float, default=0.5, help="measured seconds per variant and cycle")
     parser.add_argument("--warmup", type=float, default=0.1, help="unmeasured seconds at the start of each window")
     parser.add_argument("--calls", type=int, default=3000, help="timed calls of each kind for the per-call cost")
     parser.add_argument("--processes", type=int, default=2, help="load worker processes")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight per worker process")
+    parser.add_argument("--batch", type=int, default=BATCH, help=f"batch size of every variant (default {BATCH})")
+    parser.add_argument(
+        "--flush", type=float, default=FLUSH_S, help=f"aggregated: seconds between flushes (default {FLUSH_S:g})"
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from " + ",".join(VARIANTS))
     parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     args = parser.parse_args(argv)
@@ -343,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     started = time.monotonic()
     load_before = os.getloadavg()[0]
-    repo = build_repository(paths.scratch("bench") / "models", variants)
+    repo = build_repository(paths.scratch("bench") / "models", variants, batch=args.batch, flush_s=args.flush)
     with triton.start(repo) as server, LoadGenerator(args.processes, args.concurrency) as load:
         costs = per_call_us(call_seconds(server, args.calls))
         models = [model_name(v) for v in variants]

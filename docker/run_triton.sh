@@ -20,6 +20,12 @@ GRPC_PORT="${GRPC_PORT:-8001}"
 METRICS_PORT="${METRICS_PORT:-8002}"
 gpu_flags=()
 if [ -n "${GPUS:-}" ]; then gpu_flags=(--gpus "$GPUS"); fi
+# dropin/ beside the repository holds the drop-in helper that metrics_helper_demo imports from
+# <repository>/../dropin: mounted at /dropin, beside /models
+helper_mount=()
+if [ -d "$MODEL_REPOSITORY/../dropin" ]; then
+  helper_mount=(-v "$(cd "$MODEL_REPOSITORY/../dropin" && pwd):/dropin:ro")
+fi
 
 cmd=(docker run --rm "${gpu_flags[@]}"
   --shm-size=1g
@@ -27,6 +33,7 @@ cmd=(docker run --rm "${gpu_flags[@]}"
   -p "127.0.0.1:${GRPC_PORT}:8001"
   -p "127.0.0.1:${METRICS_PORT}:8002"
   -v "$(cd "$MODEL_REPOSITORY" && pwd):/models:ro"
+  "${helper_mount[@]}"
   "$TRITON_IMAGE"
   tritonserver --model-repository=/models --allow-metrics=true --metrics-interval-ms=1000)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = ROOT / "model_repository"
+#: The drop-in metrics helper: its only copy in the tree (models get it when their repository is built).
+HELPER = ROOT / "dropin" / "triton_metrics.py"
 NOTEBOOKS = ROOT / "notebooks"
 BUILD = ROOT / "build"
 

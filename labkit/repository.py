@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from labkit.paths import MODEL_REPOSITORY
+from labkit.paths import HELPER, MODEL_REPOSITORY
 
 REFERENCE_CONFIG = MODEL_REPOSITORY / "metrics_demo" / "config.pbtxt"
 
@@ -38,7 +38,26 @@ def add_model(
 
 
 def copy_reference(repository: str | Path, name: str = "metrics_demo") -> Path:
-    """Copy a reference model of ``model_repository/`` into ``repository``."""
+    """Copy a reference model of ``model_repository/`` into ``repository``.
+
+    A model that imports the drop-in helper gets a copy of it next to its ``model.py``
+    (:func:`add_helper`): in place it finds ``dropin/`` beside the repository, a copy would not.
+    """
     dest = Path(repository) / name
     shutil.copytree(MODEL_REPOSITORY / name, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    for model_py in dest.glob("*/model.py"):
+        if re.search(r"^\s*import triton_metrics\b", model_py.read_text(), re.MULTILINE):
+            add_helper(dest, version=int(model_py.parent.name))
     return dest
+
+
+def add_helper(model_folder: str | Path, version: int = 1) -> Path:
+    """Copy the drop-in helper ``dropin/triton_metrics.py`` next to the model's ``model.py``; return the copy.
+
+    The tree keeps one copy of the helper; a model gets its own when its repository is built,
+    which is the layout of a real model (``<model>/<version>/triton_metrics.py``).
+    """
+    target = Path(model_folder) / str(version) / HELPER.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(HELPER, target)
+    return target

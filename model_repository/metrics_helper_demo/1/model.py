@@ -1,7 +1,13 @@
 """metrics_helper_demo: metrics_demo's work and metrics, written with ``triton_metrics``.
 
-``triton_metrics.py`` next to this file is a copy of ``dropin/triton_metrics.py``
-(a test keeps the two identical). The model takes a 1-D FP32 tensor ``INPUT0``
+In your own model, copy ``dropin/triton_metrics.py`` next to ``model.py`` and
+write ``import triton_metrics as tm``. This course keeps one copy of the helper,
+in ``dropin/`` beside ``model_repository/``; so when none is next to this file
+(as here, in place), the import below finds it there: ``<repository>/../dropin``,
+which is the checkout's ``dropin/`` locally, and ``/dropin`` in Docker (the
+repository is ``/models``; ``docker/compose.yaml``, ``docker/run_triton.sh`` and
+``labkit.triton.start(mode="docker")`` mount ``dropin/`` there).
+``labkit.repository.copy_reference`` puts a copy next to ``model.py``. The model takes a 1-D FP32 tensor ``INPUT0``
 and returns ``OUTPUT0``, each value's mean absolute difference to all values,
 like ``metrics_demo``, and reports (all with ``model`` and ``version`` labels):
 
@@ -11,9 +17,17 @@ like ``metrics_demo``, and reports (all with ``model`` and ``version`` labels):
 - ``helper_request_duration_seconds`` (histogram): compute time per successful request.
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
-import triton_metrics as tm
 import triton_python_backend_utils as pb_utils
+
+try:
+    import triton_metrics as tm  # next to model.py: the layout of your own model
+except ModuleNotFoundError:  # this course's single copy: <repository>/../dropin
+    sys.path.append(str(Path(__file__).resolve().parents[3] / "dropin"))
+    import triton_metrics as tm
 
 MAX_ELEMENTS = 4096
 LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5]

@@ -1,4 +1,4 @@
-"""bench_model: OUTPUT0 = 2 * INPUT0, with one of five ways of reporting metrics.
+"""bench_model: OUTPUT0 = 2 * INPUT0, with one of six ways of reporting metrics.
 
 The ``metrics`` parameter of ``config.pbtxt`` picks the variant; everything
 else is the same code, so the difference in throughput is the metrics' cost:
@@ -11,6 +11,13 @@ else is the same code, so the difference in throughput is the metrics' cost:
 - ``helper``: the recommended pattern written with the drop-in ``triton_metrics``
   (``gather()`` adds up the per-request ``inc()`` calls; ``time()`` times execute).
 - ``thread``: the naive calls, handed to a background thread through a queue.
+- ``aggregated``: per request, a counter ``inc()`` and a histogram ``observe`` of that
+  request's time, both with the drop-in helper's ``aggregate=True``: recorded in this
+  process (no round trip) and sent to Triton every ``flush_s`` seconds by a background
+  thread (the histogram as ``_bucket``/``_sum``/``_count`` counters).
+
+``triton_metrics.py`` (``helper``, ``aggregated``) is copied next to this file
+when the bench builds its repository (``bench.run.build_repository``).
 
 ``work_us`` adds that many microseconds of simulated work (``time.sleep``) per
 ``execute`` call, standing in for a model that waits on an accelerator.
@@ -23,7 +30,7 @@ import time
 
 import triton_python_backend_utils as pb_utils
 
-VARIANTS = ("none", "naive", "recommended", "helper", "thread")
+VARIANTS = ("none", "naive", "recommended", "helper", "thread", "aggregated")
 BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
 
 
@@ -43,6 +50,15 @@ class TritonPythonModel:
             tm.init(args)
             self.h_requests = tm.Counter("bench_requests_total", "Requests handled")
             self.h_latency = tm.Histogram("bench_execute_duration_seconds", "Time per execute call", buckets=BUCKETS)
+        elif self.variant == "aggregated":
+            import triton_metrics as tm
+
+            self.tm = tm
+            tm.init(args, flush_interval_s=float(params.get("flush_s", "1")))
+            self.a_requests = tm.Counter("bench_requests_total", "Requests handled", aggregate=True)
+            self.a_latency = tm.Histogram(
+                "bench_aggregated_request_duration_seconds", "Time per request", buckets=BUCKETS, aggregate=True
+            )
         elif self.variant != "none":
             self.requests_family = pb_utils.MetricFamily(
                 name="bench_requests_total", description="Requests handled", kind=pb_utils.MetricFamily.COUNTER
@@ -95,9 +111,14 @@ class TritonPythonModel:
                 self.queue.put(time.perf_counter() - started)
             elif self.variant == "helper":
                 self.h_requests.inc()
+            elif self.variant == "aggregated":
+                self.a_requests.inc()
+                self.a_latency.observe(time.perf_counter() - started)
         return responses
 
     def finalize(self):
+        if self.variant == "aggregated":
+            self.tm.close()  # send what the last interval recorded
         if self.variant == "thread":
             self.queue.put(None)
             self.worker.join(timeout=5)
