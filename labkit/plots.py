@@ -23,16 +23,23 @@ def _origin(frame: pd.DataFrame) -> float:
     return float(frame["time"].min())
 
 
-def _shade_phases(ax, phases: pd.DataFrame | None, origin: float) -> None:
-    """Shade each traffic phase: a ``run_phases`` result (its ``attrs["phases"]``, idle
-    phases included) or any frame with ``phase``, ``start`` and ``end`` columns."""
+def _phase_spans(phases: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Start and end of each traffic phase of a ``run_phases`` result (its ``attrs["phases"]``, idle
+    phases included) or of any frame with ``phase``, ``start`` and ``end`` columns; None when there are none."""
     if phases is None:
-        return
+        return None
     if isinstance(phases.attrs.get("phases"), pd.DataFrame):
         phases = phases.attrs["phases"]
     if phases.empty:
+        return None
+    return phases.groupby("phase", sort=False).agg(start=("start", "min"), end=("end", "max"))
+
+
+def _shade_phases(ax, phases: pd.DataFrame | None, origin: float) -> None:
+    """Shade each traffic phase (see ``_phase_spans`` for what ``phases`` may be)."""
+    spans = _phase_spans(phases)
+    if spans is None:
         return
-    spans = phases.groupby("phase", sort=False).agg(start=("start", "min"), end=("end", "max"))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, span) in enumerate(spans.iterrows()):
         ax.axvspan(span.start - origin, span.end - origin, color=colors[i % len(colors)], alpha=0.08)
@@ -209,13 +216,9 @@ def histogram_heatmap(
 
 def _mark_phases(ax, phases: pd.DataFrame | None, origin: float) -> None:
     """Like ``_shade_phases``, but with a line at each phase's start (shading would tint a heatmap)."""
-    if phases is None:
+    spans = _phase_spans(phases)
+    if spans is None:
         return
-    if isinstance(phases.attrs.get("phases"), pd.DataFrame):
-        phases = phases.attrs["phases"]
-    if phases.empty:
-        return
-    spans = phases.groupby("phase", sort=False).agg(start=("start", "min"), end=("end", "max"))
     for name, span in spans.iterrows():
         ax.axvline(span.start - origin, color="black", linestyle="--", linewidth=1)
         ax.text(
