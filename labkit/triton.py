@@ -330,6 +330,10 @@ class TritonServer:
         container: str = "",
         metrics: bool = True,
     ) -> None:
+        if not container and not any(SHM_FLAG in arg for arg in command):
+            # the model stubs' shared memory gets a name of its own, so stop() can remove what a killed
+            # or crashed server leaves in /dev/shm (Triton removes it only when it exits cleanly)
+            command = [command[0], f"--backend-config=python,{SHM_FLAG}labkit_{uuid.uuid4().hex[:12]}_", *command[1:]]
         self.command = command
         self.ports = ports
         self.mode = mode
@@ -517,9 +521,6 @@ def start(
             install = prepare_local_install()
             command = [str(install.binary), *server_flags(str(repo), chosen, **flags, extra_args=extra_args)]
             command.insert(2, f"--backend-directory={install.backend_dir}")
-            # the model stubs' shared memory gets a name of its own, so stop() can remove what a killed
-            # or crashed server leaves in /dev/shm (Triton removes it only when it exits cleanly)
-            command.insert(3, f"--backend-config=python,{SHM_FLAG}labkit_{uuid.uuid4().hex[:12]}_")
             server = TritonServer(command, stub_environment(install.libs_dir), chosen, "local", metrics=metrics)
             wait = timeout or 90.0
         else:
