@@ -78,26 +78,10 @@ def check_01(model_py: str | Path | None = None) -> Feedback:
     model_py = Path(model_py) if model_py else exercise_path("01", TEMPLATE_01)
     if not model_py.exists() or model_py.read_text() == TEMPLATE_01.read_text():
         return Feedback("01", NOT_ATTEMPTED, f"Edit {model_py} (a copy of step 1), then run this check again.")
-    repo = paths.scratch("check-01")
-    repository.add_model(repo, "metrics_demo", model_py)
-    try:
-        server = triton.start(repo, models=["metrics_demo"])
-    except triton.TritonStartError as err:
-        return Feedback("01", WRONG, "Triton could not load your model:\n" + str(err).split("\n\nLast lines")[0])
-    with server:
-        from tritonclient.utils import InferenceServerException
 
-        from labkit import traffic
-
-        client = traffic.make_client(server, "http")
-        try:
-            for size in (3, 10, 100):
-                traffic.infer(client, np.ones(size, dtype=np.float32))
-        except InferenceServerException as err:
-            return Feedback("01", WRONG, f"A request of {size} values failed in your model: {err.message()}")
-        finally:
-            client.close()
-        frame = scrape.scrape(server.metrics_url)
+    frame, failed = _run_model("01", model_py, "metrics_demo", repository.REFERENCE_CONFIG, _requests_of((3, 10, 100)))
+    if failed is not None:
+        return failed
     rows = frame[frame["sample"] == "demo_input_values_total"]
     if rows.empty:
         names = sorted(set(frame["sample"]) - set(frame[frame["sample"].str.startswith("nv_")]["sample"]))
@@ -170,6 +154,23 @@ def _run_model(exercise: str, model_py: Path, name: str, config: Path, send: Cal
             return None, Feedback(exercise, WRONG, _failure_message(server, err))
 
 
+def _requests_of(sizes: tuple[int, ...]) -> Callable[[triton.TritonServer], pd.DataFrame]:
+    """What the model exercises send: one request of each size (values 1.0), then one scrape."""
+
+    def send(server: triton.TritonServer) -> pd.DataFrame:
+        from labkit import traffic
+
+        client = traffic.make_client(server, "http")
+        try:
+            for size in sizes:
+                traffic.infer(client, np.ones(size, dtype=np.float32))
+        finally:
+            client.close()
+        return scrape.scrape(server.metrics_url)
+
+    return send
+
+
 def _failure_message(server: triton.TritonServer, err: Exception) -> str:
     """Why traffic to the learner's model failed: the request's error, or the server's death."""
     from tritonclient.utils import InferenceServerException
@@ -235,18 +236,7 @@ def check_01b(model_py: str | Path | None = None) -> Feedback:
     if not model_py.exists() or model_py.read_text() == TEMPLATE_01.read_text():
         return Feedback("01b", NOT_ATTEMPTED, f"Edit {model_py} (a copy of step 1), then run this check again.")
 
-    def send(server: triton.TritonServer) -> pd.DataFrame:
-        from labkit import traffic
-
-        client = traffic.make_client(server, "http")
-        try:
-            for size in SIZES_01B:
-                traffic.infer(client, np.random.default_rng(size).normal(size=size).astype(np.float32))
-        finally:
-            client.close()
-        return scrape.scrape(server.metrics_url)
-
-    frame, failed = _run_model("01b", model_py, "metrics_demo", repository.REFERENCE_CONFIG, send)
+    frame, failed = _run_model("01b", model_py, "metrics_demo", repository.REFERENCE_CONFIG, _requests_of(SIZES_01B))
     if failed is not None:
         return failed
     missing = _find_histogram("01b", frame, FAMILY_01B)

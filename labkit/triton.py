@@ -402,11 +402,23 @@ class TritonServer:
             time.sleep(0.2)
         raise TritonStartError(self._failure(f"Triton was not ready after {timeout:.0f} s"))
 
+    def _metrics_probe_url(self) -> str | None:
+        """Where Triton will serve /metrics, read from its flags as Triton reads them (the last one wins;
+        the metrics address defaults to the HTTP address); None when metrics are off."""
+        if self.container:
+            return self.metrics_url if self.metrics_enabled else None
+        flags = dict(arg[2:].split("=", 1) for arg in self.command[1:] if arg.startswith("--") and "=" in arg)
+        if flags.get("allow-metrics", "true") != "true" or "metrics-port" not in flags:
+            return None
+        address = flags.get("metrics-address") or flags.get("http-address") or self.host
+        return f"http://{self.host if address == '0.0.0.0' else address}:{flags['metrics-port']}/metrics"
+
     def _metrics_up(self) -> bool:
-        if not self.metrics_enabled:
+        url = self._metrics_probe_url()
+        if url is None:
             return True
         try:
-            return requests.get(self.metrics_url, timeout=1.0).status_code == 200
+            return requests.get(url, timeout=1.0).status_code == 200
         except requests.RequestException:
             return False
 

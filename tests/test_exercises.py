@@ -12,7 +12,6 @@ from labkit import checks, paths
 from .wrong_answers import answers as wrong
 
 SOLUTIONS = paths.NOTEBOOKS / "solutions"
-SOLUTION_01 = (SOLUTIONS / "01_values_counter.py").read_text()
 
 # Known-wrong answers to exercise 01: the solution with one mistake each.
 WRONG_01 = {
@@ -41,25 +40,6 @@ def load(name: str, attribute: str):
     return getattr(module, attribute)
 
 
-def test_01_solution_and_not_attempted(tmp_path):
-    assert checks.check_01(SOLUTIONS / "01_values_counter.py").status == "correct"
-    untouched = tmp_path / "model.py"
-    untouched.write_text(checks.TEMPLATE_01.read_text())
-    assert checks.check_01(untouched).status == "not attempted"
-
-
-@pytest.mark.parametrize("mistake", sorted(WRONG_01))
-def test_01_wrong_answers(tmp_path, mistake):
-    old, new, says = WRONG_01[mistake]
-    assert old in SOLUTION_01, "the mutation no longer applies to the solution"
-    answer = tmp_path / "model.py"
-    answer.write_text(SOLUTION_01.replace(old, new))
-    feedback = checks.check_01(answer)
-    assert feedback.status == "wrong"
-    assert says in feedback.message
-
-
-SOLUTION_01B = (SOLUTIONS / "01b_size_histogram.py").read_text()
 # Known-wrong answers to exercise 01b: the solution with one mistake each.
 WRONG_01B = {
     "gauge_with_buckets": (
@@ -77,25 +57,6 @@ WRONG_01B = {
         "make only the calls your metric's kind has",
     ),
 }
-
-
-def test_01b_solution_and_not_attempted(tmp_path):
-    assert checks.check_01b(SOLUTIONS / "01b_size_histogram.py").status == "correct"
-    untouched = tmp_path / "model.py"
-    untouched.write_text(checks.TEMPLATE_01.read_text())
-    assert checks.check_01b(untouched).status == "not attempted"
-
-
-@pytest.mark.parametrize("mistake", sorted(WRONG_01B))
-def test_01b_wrong_answers(tmp_path, mistake):
-    old, new, says = WRONG_01B[mistake]
-    assert old in SOLUTION_01B, "the mutation no longer applies to the solution"
-    answer = tmp_path / "model.py"
-    answer.write_text(SOLUTION_01B.replace(old, new))
-    feedback = checks.check_01b(answer)
-    assert feedback.status == "wrong", feedback
-    # on 2.51.0 a refused call in initialize can abort the server instead (notebook 07): wrong, and said so
-    assert says in feedback.message or checks.ABORTED_AT_LOAD in feedback.message, feedback
 
 
 def test_02():
@@ -209,7 +170,6 @@ def test_07(tmp_path):
         assert feedback.status == "wrong" and says in feedback.message, feedback
 
 
-SOLUTION_08 = (SOLUTIONS / "08_execute_rows.py").read_text()
 # Known-wrong answers to exercise 08: the solution with one mistake each.
 WRONG_08 = {
     "observes_per_request": (
@@ -228,25 +188,6 @@ WRONG_08 = {
         "give buckets=[1, 2, 4, 8]",
     ),
 }
-
-
-def test_08_solution_and_not_attempted(tmp_path):
-    assert checks.check_08(SOLUTIONS / "08_execute_rows.py").status == "correct"
-    untouched = tmp_path / "model.py"
-    untouched.write_text(checks.TEMPLATE_08.read_text())
-    assert checks.check_08(untouched).status == "not attempted"
-
-
-@pytest.mark.parametrize("mistake", sorted(WRONG_08))
-def test_08_wrong_answers(tmp_path, mistake):
-    old, new, says = WRONG_08[mistake]
-    assert old in SOLUTION_08, "the mutation no longer applies to the solution"
-    answer = tmp_path / "model.py"
-    answer.write_text(SOLUTION_08.replace(old, new))
-    feedback = checks.check_08(answer)
-    assert feedback.status == "wrong", feedback
-    # on 2.51.0 a refused call in initialize can abort the server instead (notebook 07): wrong, and said so
-    assert says in feedback.message or checks.ABORTED_AT_LOAD in feedback.message, feedback
 
 
 def test_09():
@@ -284,3 +225,36 @@ def test_09_known_mistakes_give_distinct_answers():
     for i, a in enumerate(values):
         for b in values[i + 1 :]:
             assert abs(a - b) > 1e-3 * abs(a), values
+
+
+# The exercises that are a model.py: (checker, solution file, template, known-wrong mutations of the solution,
+# whether a mutation may abort the server at load instead: on 2.51.0 a refused call can, notebook 07 section 4).
+MODEL_EXERCISES = {
+    "01": (checks.check_01, "01_values_counter.py", checks.TEMPLATE_01, WRONG_01, False),
+    "01b": (checks.check_01b, "01b_size_histogram.py", checks.TEMPLATE_01, WRONG_01B, True),
+    "08": (checks.check_08, "08_execute_rows.py", checks.TEMPLATE_08, WRONG_08, True),
+}
+
+
+@pytest.mark.parametrize("exercise", sorted(MODEL_EXERCISES))
+def test_model_exercise_solution_and_not_attempted(tmp_path, exercise):
+    check, solution, template, _, _ = MODEL_EXERCISES[exercise]
+    assert check(SOLUTIONS / solution).status == "correct"
+    untouched = tmp_path / "model.py"
+    untouched.write_text(template.read_text())
+    assert check(untouched).status == "not attempted"
+
+
+@pytest.mark.parametrize(
+    ("exercise", "mistake"), [(e, m) for e, spec in sorted(MODEL_EXERCISES.items()) for m in sorted(spec[3])]
+)
+def test_model_exercise_wrong_answers(tmp_path, exercise, mistake):
+    check, solution, _, mutations, may_abort = MODEL_EXERCISES[exercise]
+    old, new, says = mutations[mistake]
+    source = (SOLUTIONS / solution).read_text()
+    assert old in source, "the mutation no longer applies to the solution"
+    answer = tmp_path / "model.py"
+    answer.write_text(source.replace(old, new))
+    feedback = check(answer)
+    assert feedback.status == "wrong", feedback
+    assert says in feedback.message or (may_abort and checks.ABORTED_AT_LOAD in feedback.message), feedback

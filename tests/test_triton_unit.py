@@ -164,3 +164,22 @@ def test_explain_failure_puts_the_traceback_first():
     assert "    /r/bad/1/model.py(5): initialize" in lines  # real newlines, not \n escapes
     assert "failed to load all models" in message
     assert "CudaDriverHelper" not in message.split("Last lines")[0]  # CPU-machine noise is not an error
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--http-address=127.0.0.1", "--allow-metrics=true", "--metrics-port=9"], "http://127.0.0.1:9/metrics"),
+        (  # the last flag wins, and an explicit address beats the HTTP one
+            ["--http-address=127.0.0.1", "--allow-metrics=false", "--allow-metrics=true", "--metrics-port=9",
+             "--metrics-address=127.0.0.2"],
+            "http://127.0.0.2:9/metrics",
+        ),
+        (["--http-address=127.0.0.1", "--allow-metrics=true", "--metrics-port=9", "--allow-metrics=false"], None),
+        (["--metrics-port=9", "--metrics-address=0.0.0.0"], "http://127.0.0.1:9/metrics"),
+    ],
+)  # fmt: skip
+def test_readiness_waits_for_metrics_where_the_flags_point(flags, expected):
+    server = triton.TritonServer.__new__(triton.TritonServer)  # no process: only the flags are read
+    server.command, server.container = ["tritonserver", *flags], ""
+    assert server._metrics_probe_url() == expected
