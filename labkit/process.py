@@ -1,4 +1,11 @@
-"""Child processes that never outlive the Python that started them.
+"""Child processes that never outlive the Python that started them, and the one way to wait.
+
+:func:`wait_until` is the course's only polling loop: call a predicate until it
+answers, or raise after a timeout saying what was awaited.
+
+:class:`ManagedServer` is what the Triton and Prometheus handles share: a
+:class:`ManagedProcess`, readiness over HTTP, the log, ``stop()``, a context
+manager; :func:`start_with_port_retry` starts one on freshly picked ports.
 
 :class:`ManagedProcess` runs a command in its own process group (so everything
 it spawns, e.g. Triton's model stubs, goes with it), sends its output to a log
@@ -25,8 +32,13 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import requests
+
+T = TypeVar("T")
 
 _WATCHDOG = r"""
 import glob, os, signal, subprocess, sys, time
@@ -90,6 +102,41 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
+def wait_until(
+    predicate: Callable[[], T], timeout: float, describe: str | Callable[[], str], interval: float = 0.2
+) -> T:
+    """Call ``predicate()`` every ``interval`` s until it returns something true, and return that.
+
+    After ``timeout`` s raise :class:`TimeoutError` naming what was awaited (``describe``, or what it returns
+    when it is a function, e.g. the last value read). An exception from ``predicate`` ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = predicate()
+        if answer:
+            return answer
+        if time.monotonic() >= deadline:
+            what = describe() if callable(describe) else describe
+            raise TimeoutError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when a GET of ``url`` answers 200 within ``timeout`` s."""
+    try:
+        return requests.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def kill_group(pgid: int, grace: float = 5.0) -> None:
     """SIGTERM, then SIGKILL, every process left in process group ``pgid`` (SIGKILL at once when ``grace`` is 0)."""
     steps = ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)) if grace > 0 else ((signal.SIGKILL, 2.0),)
@@ -98,13 +145,9 @@ def kill_group(pgid: int, grace: float = 5.0) -> None:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             return
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: _group_gone(pgid), wait, f"process group {pgid} to end", interval=0.1)
+            return
 
 
 class ManagedProcess:
@@ -220,3 +263,104 @@ class ManagedProcess:
         self._log_text = self.log()
         shutil.rmtree(self.workdir, ignore_errors=True)
         _LIVE.discard(self)
+
+
+class ManagedServer:
+    """A :class:`ManagedProcess` that serves HTTP: readiness, log, ``stop()``, context manager.
+
+    Subclasses (``labkit.triton.TritonServer``, ``labkit.prometheus.Prometheus``) say which URLs must
+    answer 200 (:meth:`ready_urls`) and which error a failed start raises (:meth:`start_error`).
+    """
+
+    name = "server"
+    host = "127.0.0.1"
+
+    def __init__(self, process: ManagedProcess) -> None:
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server (also its process group id)."""
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        """The file the server's output goes to while it runs."""
+        return self.process.log_path
+
+    def is_running(self) -> bool:
+        """True while the server process is alive."""
+        return self.process.is_running()
+
+    def ready_urls(self) -> list[str]:
+        """The URLs that answer 200 once the server is ready."""
+        raise NotImplementedError
+
+    def is_ready(self, timeout: float = 2.0) -> bool:
+        """True when every one of :meth:`ready_urls` answers 200."""
+        return all(http_ok(url, timeout) for url in self.ready_urls())
+
+    def start_error(self, headline: str) -> Exception:
+        """The exception a failed start raises (the server is stopped first, its log kept)."""
+        return RuntimeError(f"{headline}.\n{self.log_tail(20)}")
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the server is ready; if it exits or times out, stop it and raise :meth:`start_error`."""
+
+        def ready() -> bool:
+            if not self.is_running():
+                raise self._failed(f"{self.name} exited with code {self.process.returncode}")
+            return self.is_ready(timeout=1.0)
+
+        try:
+            wait_until(ready, timeout, f"{self.name} to be ready")
+        except TimeoutError:
+            raise self._failed(f"{self.name} was not ready after {timeout:.0f} s") from None
+
+    def _failed(self, headline: str) -> Exception:
+        self.stop()
+        return self.start_error(headline)
+
+    def log(self) -> str:
+        """Everything the server has printed so far (kept after stop)."""
+        return self.process.log()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the log."""
+        return self.process.log_tail(lines)
+
+    def stop(self, timeout: float = 15.0, graceful: bool = True) -> None:
+        """Stop the server and every process it started. Safe to call twice."""
+        self.process.stop(timeout, graceful=graceful)
+
+    def describe(self) -> str:
+        """What ``repr`` shows after the state (URLs)."""
+        return ""
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<{type(self).__name__} {state} {self.describe()}>"
+
+
+S = TypeVar("S", bound=ManagedServer)
+PORT_TAKEN = ("address already in use", "failed to bind")
+
+
+def start_with_port_retry(launch: Callable[[], S], fixed_ports: bool = False, attempts: int = 3) -> S:
+    """``launch()`` picks free ports, starts a server and waits until it is ready; try again (up to
+    ``attempts`` times) when the start failed because another process took a port in between.
+    With ``fixed_ports`` (the caller chose them) there is nothing to pick again: one attempt."""
+    for attempt in range(1 if fixed_ports else attempts):
+        try:
+            return launch()
+        except Exception as err:
+            if attempt + 1 < attempts and not fixed_ports and any(t in str(err).lower() for t in PORT_TAKEN):
+                continue
+            raise
+    raise AssertionError("unreachable")
