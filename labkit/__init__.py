@@ -10,7 +10,6 @@ teaches it; later notebooks import it from here.
 - ``labkit.plots``: the course's standard plots.
 - ``labkit.prometheus``: a real Prometheus scraping given targets; PromQL into DataFrames.
 - ``labkit.process``: child processes that never outlive the Python that started them.
-- ``labkit.checks``: the exercise checkers.
 """
 
 __version__ = "0.1.0"

@@ -7,7 +7,8 @@ import importlib.util
 
 import pytest
 
-from labkit import checks, paths
+from labcheck import checks
+from labkit import paths
 
 from .wrong_answers import answers as wrong
 
