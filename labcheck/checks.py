@@ -12,6 +12,7 @@ answers through these same checkers.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labkit import paths, promql, repository, scrape, triton
+from labkit import paths, process, promql, repository, scrape, triton
 
 NOT_ATTEMPTED = "not attempted"
 CORRECT = "correct"
@@ -130,20 +131,17 @@ def _run_model(exercise: str, model_py: Path, name: str, config: Path, send: Cal
             server = triton.start(repo, models=[name])
             break
         except triton.TritonStartError as err:
-            reason = str(err).split("\n\nLast lines")[0]
-            if "exited with code -" not in reason.split("\n")[0]:
-                hint = next((f" ({h})" for text, h in LOAD_HINTS if text in reason), "")
-                return None, Feedback(exercise, WRONG, f"Triton could not load your model{hint}:\n{reason}")
+            if not err.killed_by_signal:
+                hint = next((f" ({h})" for text, h in LOAD_HINTS if text in err.reason), "")
+                return None, Feedback(exercise, WRONG, f"Triton could not load your model{hint}:\n{err.reason}")
             if attempt == 1:  # killed by a signal twice: the abort of notebook 07 §4, not a load error
-                last = [ln.strip() for ln in str(err).splitlines() if "terminate called" in ln or "Signal (" in ln]
-                why = f" ({'; '.join(last[:2])})" if last else ""
                 return None, Feedback(
                     exercise,
                     WRONG,
-                    f"tritonserver {ABORTED_AT_LOAD}{why}. On 2.51.0 a metric call in initialize that the server "
-                    "refuses (unsorted buckets, buckets on a counter or gauge, a label value that is not a string) "
-                    "can abort it instead of failing the load with a message (notebook 07 §3-4): check the "
-                    "calls in initialize against notebook 01 §2.",
+                    f"tritonserver {ABORTED_AT_LOAD}{_abort_lines(err.log_tail)}. On 2.51.0 a metric call in "
+                    "initialize that the server refuses (unsorted buckets, buckets on a counter or gauge, a label "
+                    "value that is not a string) can abort it instead of failing the load with a message (notebook "
+                    "07 §3-4): check the calls in initialize against notebook 01 §2.",
                 )
             # on 2.51.0 a refused call at load time sometimes aborts the server instead of failing the load:
             # once more, to show the learner the load error itself
@@ -176,21 +174,24 @@ def _failure_message(server: triton.TritonServer, err: Exception) -> str:
     from tritonclient.utils import InferenceServerException
 
     message = err.message() if isinstance(err, InferenceServerException) else f"{type(err).__name__}: {err}"
-    deadline = time.monotonic() + 5
-    while server.is_running() and not server.is_ready(timeout=1.0) and time.monotonic() < deadline:
-        time.sleep(0.2)  # a server that aborts closes its connections first, then exits
+    with contextlib.suppress(TimeoutError):  # a server that aborts closes its connections first, then exits
+        process.wait_until(lambda: not server.is_running() or server.is_ready(timeout=1.0), 5, "the server to settle")
     if not server.is_running():
-        last = [ln.strip() for ln in server.log().splitlines() if "terminate called" in ln or "Signal (" in ln]
-        why = f" ({'; '.join(last[:2])})" if last else ""
         return (
-            f"tritonserver stopped while your model ran{why}. On 2.51.0 a metric call that the server refuses "
-            "(value() on a histogram, observe() on a counter or gauge, set() on a counter, a negative increment) "
-            f"can abort the whole server (notebook 07 §4): {KIND_CALLS}."
+            f"tritonserver stopped while your model ran{_abort_lines(server.log().splitlines())}. On 2.51.0 a "
+            "metric call that the server refuses (value() on a histogram, observe() on a counter or gauge, set() "
+            f"on a counter, a negative increment) can abort the whole server (notebook 07 §4): {KIND_CALLS}."
         )
     hint = ""
     if "does not support" in message or "METRIC_KIND" in message:
         hint = f"\nThe server refused a metric call; on 2.51.0 one can also abort it (notebook 07 §4): {KIND_CALLS}."
     return f"A request failed in your model: {message.strip()}{hint}"
+
+
+def _abort_lines(log_lines: list[str]) -> str:
+    """`` (terminate called ...; Signal (6) ...)`` from a dead server's log, or nothing."""
+    last = [ln.strip() for ln in log_lines if "terminate called" in ln or "Signal (" in ln]
+    return f" ({'; '.join(last[:2])})" if last else ""
 
 
 def _histogram(frame: pd.DataFrame, family: str) -> tuple[pd.Series, float, float]:
@@ -271,16 +272,15 @@ def check_01b(model_py: str | Path | None = None) -> Feedback:
 def check_02(metrics_flags: Callable[[int], list[str]]) -> Feedback:
     """Exercise 02: ``metrics_flags(port)`` returns the tritonserver flags that serve metrics
     on 127.0.0.1:port only, refreshed every 250 ms. They are run on a real tritonserver."""
-    port = triton.free_port()
+    port = process.free_port()
     flags = metrics_flags(port)
     if not flags:
         return Feedback("02", NOT_ATTEMPTED, "Make metrics_flags(port) return a list of flags.")
-    flags = [str(f) for f in flags]
+    flags = _joined([str(f) for f in flags])
     problems = []
-    if "--metrics-interval-ms=250" not in flags and not _flag_pair(flags, "--metrics-interval-ms", "250"):
+    if "--metrics-interval-ms=250" not in flags:
         problems.append("Give the refresh interval: --metrics-interval-ms=250.")
     addresses = [f.split("=", 1)[1] for f in flags if f.startswith("--metrics-address=")]
-    addresses += [b for a, b in zip(flags, flags[1:], strict=False) if a == "--metrics-address"]
     if any(a != "127.0.0.1" for a in addresses):
         # refused before anything starts: the checker never opens a port to the network
         return Feedback(
@@ -289,33 +289,14 @@ def check_02(metrics_flags: Callable[[int], list[str]]) -> Feedback:
             f"--metrics-address={addresses[0]} would let any machine that reaches this "
             "one read the metrics: bind 127.0.0.1 (or leave it out: it defaults to --http-address).",
         )
-    install = triton.prepare_local_install()
-    http, grpc = triton.free_ports(2)
-    command = [
-        str(install.binary),
-        f"--model-repository={paths.MODEL_REPOSITORY}",
-        f"--backend-directory={install.backend_dir}",
-        "--model-control-mode=explicit",
-        "--http-address=127.0.0.1",
-        "--grpc-address=127.0.0.1",
-        f"--http-port={http}",
-        f"--grpc-port={grpc}",
-        "--exit-timeout-secs=3",
-        *flags,
-    ]
-    env = triton.stub_environment(install.libs_dir)
-    server = triton.TritonServer(command, env, triton.Ports(http, grpc, port), "local", metrics=False)
     try:
-        server.wait_ready(60)
+        server = triton.start(paths.MODEL_REPOSITORY, models=[], metrics_flags=flags, timeout=60)
     except triton.TritonStartError as err:
-        return Feedback("02", WRONG, "tritonserver did not start with these flags:\n" + str(err).split("\n\nLast")[0])
-    try:
-        deadline = time.monotonic() + 5
-        while not any(p == port for _, p in _listening(server.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        return Feedback("02", WRONG, "tritonserver did not start with these flags:\n" + err.reason)
+    with server:
+        with contextlib.suppress(TimeoutError):
+            process.wait_until(lambda: any(p == port for _, p in _listening(server.pid)), 5, f"a listener on {port}")
         listening = _listening(server.pid)
-    finally:
-        server.stop()
     on_port = {ip for ip, p in listening if p == port}
     if not on_port:
         problems.append(f"Nothing listened on port {port}: set --metrics-port to the port argument.")
@@ -324,8 +305,15 @@ def check_02(metrics_flags: Callable[[int], list[str]]) -> Feedback:
     return _feedback("02", problems, f"Metrics served on 127.0.0.1:{port} only, refreshed every 250 ms.")
 
 
-def _flag_pair(flags: list[str], name: str, value: str) -> bool:
-    return any(a == name and b == value for a, b in zip(flags, flags[1:], strict=False))
+def _joined(flags: list[str]) -> list[str]:
+    """``--name value`` pairs written as ``--name=value`` (Triton reads both)."""
+    joined: list[str] = []
+    for arg in flags:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and not arg.startswith("--"):
+            joined[-1] += "=" + arg
+        else:
+            joined.append(arg)
+    return joined
 
 
 def _listening(pid: int) -> set[tuple[str, int]]:
@@ -699,6 +687,23 @@ TEMPLATE_07 = paths.NOTEBOOKS / "pitfalls" / "family_deleted.py"
 PITFALL_CONFIG = paths.NOTEBOOKS / "pitfalls" / "config.pbtxt"
 
 
+def _traffic_07(server: triton.TritonServer) -> tuple[list[str], pd.DataFrame]:
+    """Five requests (the errors they get, if any), then one scrape."""
+    from tritonclient.utils import InferenceServerException
+
+    from labkit import traffic
+
+    client = traffic.make_client(server, "http")
+    failures = []
+    for size in (2, 3, 4, 5, 6):
+        try:
+            traffic.infer(client, np.arange(size, dtype=np.float32), model="family_deleted")
+        except InferenceServerException as err:
+            failures.append(err.message())
+    client.close()
+    return failures, scrape.scrape(server.metrics_url)
+
+
 def check_07(model_py: str | Path | None = None) -> Feedback:
     """Exercise 07: fix ``pitfalls/family_deleted.py`` so its counter counts.
 
@@ -708,26 +713,10 @@ def check_07(model_py: str | Path | None = None) -> Feedback:
     model_py = Path(model_py) if model_py else exercise_path("07", TEMPLATE_07)
     if not model_py.exists() or model_py.read_text() == TEMPLATE_07.read_text():
         return Feedback("07", NOT_ATTEMPTED, f"Fix {model_py} (a copy of the pitfall), then run this check again.")
-    repo = paths.scratch("check-07")
-    repository.add_model(repo, "family_deleted", model_py, config=PITFALL_CONFIG)
-    try:
-        server = triton.start(repo, models=["family_deleted"])
-    except triton.TritonStartError as err:
-        return Feedback("07", WRONG, "Triton could not load your model:\n" + str(err).split("\n\nLast lines")[0])
-    with server:
-        from tritonclient.utils import InferenceServerException
-
-        from labkit import traffic
-
-        client = traffic.make_client(server, "http")
-        failures = []
-        for size in (2, 3, 4, 5, 6):
-            try:
-                traffic.infer(client, np.arange(size, dtype=np.float32), model="family_deleted")
-            except InferenceServerException as err:
-                failures.append(err.message())
-        client.close()
-        frame = scrape.scrape(server.metrics_url)
+    result, failed = _run_model("07", model_py, "family_deleted", PITFALL_CONFIG, _traffic_07)
+    if failed is not None:
+        return failed
+    failures, frame = result
     if failures:
         return Feedback("07", WRONG, f"{len(failures)} of 5 requests failed; the first said: {failures[0]}")
     rows = frame[frame["sample"] == "pitfall_deleted_requests_total"]
@@ -761,15 +750,15 @@ CLIENTS_08, REQUESTS_08 = 8, 12  # then one-row requests from 8 clients at once:
 
 def _stable(read: Callable[[], float], timeout: float = 5.0) -> float:
     """``read()`` once two readings 0.2 s apart agree (Triton moves its counters just after a response)."""
-    deadline = time.monotonic() + timeout
-    last = read()
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        now = read()
-        if now == last:
-            return now
-        last = now
-    return last
+    readings: list[float] = []
+
+    def agree() -> bool:
+        readings.append(read())
+        return len(readings) > 1 and readings[-1] == readings[-2]
+
+    with contextlib.suppress(TimeoutError):
+        process.wait_until(agree, timeout, "two equal readings")
+    return readings[-1]
 
 
 def _traffic_08(server: triton.TritonServer) -> dict:

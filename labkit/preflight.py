@@ -8,7 +8,6 @@ Run it in notebook 00, or from a terminal (handy before a workshop)::
 from __future__ import annotations
 
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from importlib import metadata
 
 import pandas as pd
+from packaging.requirements import Requirement
+from packaging.version import InvalidVersion, Version
 
 from labkit import TRITON_IMAGE, TRITON_VERSION
 from labkit.paths import MODEL_REPOSITORY, ROOT
@@ -36,9 +37,13 @@ def pinned_requirements() -> dict[str, str]:
     """``{package: version}`` pinned in requirements.txt (markers ignored)."""
     pins = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
-        match = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^;\s]+)", line.strip())
-        if match:
-            pins[match.group(1).lower()] = match.group(3)
+        line = line.strip()
+        if not line or line.startswith(("#", "-")):  # a comment, or a pip option such as --index-url
+            continue
+        requirement = Requirement(line.partition(" #")[0])
+        exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        if exact:
+            pins[requirement.name.lower()] = exact[0]
     return pins
 
 
@@ -58,16 +63,24 @@ def check_packages() -> list[Check]:
             found = metadata.version(name)
         except metadata.PackageNotFoundError:
             found = "missing"
-        ok = found == wanted
+        ok = found != "missing" and _same_version(found, wanted)
         if name == "nvidia-pytriton" and platform.machine() != "x86_64":
             checks.append(Check(name, found != "missing", found, "local server is Linux x86-64 only", False))
             continue
         fix = "" if ok else "run `make setup` (or `pip install -r requirements.txt`)"
         checks.append(Check(f"package {name}=={wanted}", ok, found, fix))
     numpy = metadata.version("numpy") if _installed("numpy") else "missing"
-    ok = numpy != "missing" and int(numpy.split(".")[0]) < 2
+    ok = numpy != "missing" and Version(numpy).major < 2
     checks.append(Check("numpy < 2 (Triton 2.51 Python backend)", ok, numpy, "" if ok else "pip install 'numpy<2'"))
     return checks
+
+
+def _same_version(found: str, wanted: str) -> bool:
+    """Equal as PEP 440 versions (``1.0`` is ``1.0.0``); as text when either is not a valid version."""
+    try:
+        return Version(found) == Version(wanted)
+    except InvalidVersion:
+        return found == wanted
 
 
 def _installed(name: str) -> bool:
@@ -129,11 +142,10 @@ def check_prometheus() -> Check:
     """The ``prometheus`` and ``promtool`` binaries (needed from notebook 05 on)."""
     missing = [b for b in ("prometheus", "promtool") if shutil.which(b) is None]
     if missing:
-        fix = (
-            "Debian/Ubuntu: `sudo apt-get install prometheus` (then `sudo systemctl disable --now prometheus` "
-            "if it started a service); macOS: `brew install prometheus`; or use the Docker Compose stack"
-        )
-        return Check("Prometheus + promtool (notebook 05+)", False, "missing: " + ", ".join(missing), fix, False)
+        from labkit import prometheus
+
+        found = "missing: " + ", ".join(missing)
+        return Check("Prometheus + promtool (notebook 05+)", False, found, prometheus.INSTALL_HINT, False)
     out = subprocess.run(["prometheus", "--version"], capture_output=True, text=True, timeout=20)
     first = (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else "?"
     return Check("Prometheus + promtool (notebook 05+)", True, first, required=False)

@@ -4,8 +4,9 @@
 answers, or raise after a timeout saying what was awaited.
 
 :class:`ManagedServer` is what the Triton and Prometheus handles share: a
-:class:`ManagedProcess`, readiness over HTTP, the log, ``stop()``, a context
-manager; :func:`start_with_port_retry` starts one on freshly picked ports.
+:class:`ManagedProcess` (process group, log, ``stop()``) with readiness over HTTP,
+a start error quoting the log, a context manager; :func:`start_with_port_retry`
+starts one on freshly picked ports.
 
 :class:`ManagedProcess` runs a command in its own process group (so everything
 it spawns, e.g. Triton's model stubs, goes with it), sends its output to a log
@@ -166,12 +167,13 @@ class ManagedProcess:
         container: str = "",
         cwd: str | os.PathLike | None = None,
         leftovers: Sequence[str] = (),
+        workdir: Path | None = None,
     ) -> None:
         self.command = list(command)
         self.name = name
         self.container = container
         self.leftovers = list(leftovers)
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"labkit-{name}-"))
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"labkit-{name}-"))  # removed on stop
         self.log_path = self.workdir / f"{name}.log"
         self._log_text: str | None = None
         with open(self.log_path, "wb") as log:
@@ -265,32 +267,15 @@ class ManagedProcess:
         _LIVE.discard(self)
 
 
-class ManagedServer:
-    """A :class:`ManagedProcess` that serves HTTP: readiness, log, ``stop()``, context manager.
+class ManagedServer(ManagedProcess):
+    """A :class:`ManagedProcess` that serves HTTP: readiness, a start error that quotes the log, context manager.
 
     Subclasses (``labkit.triton.TritonServer``, ``labkit.prometheus.Prometheus``) say which URLs must
     answer 200 (:meth:`ready_urls`) and which error a failed start raises (:meth:`start_error`).
     """
 
-    name = "server"
+    title = "server"  # how failures name it
     host = "127.0.0.1"
-
-    def __init__(self, process: ManagedProcess) -> None:
-        self.process = process
-
-    @property
-    def pid(self) -> int:
-        """Process id of the server (also its process group id)."""
-        return self.process.pid
-
-    @property
-    def log_path(self) -> Path:
-        """The file the server's output goes to while it runs."""
-        return self.process.log_path
-
-    def is_running(self) -> bool:
-        """True while the server process is alive."""
-        return self.process.is_running()
 
     def ready_urls(self) -> list[str]:
         """The URLs that answer 200 once the server is ready."""
@@ -309,29 +294,17 @@ class ManagedServer:
 
         def ready() -> bool:
             if not self.is_running():
-                raise self._failed(f"{self.name} exited with code {self.process.returncode}")
+                raise self._failed(f"{self.title} exited with code {self.returncode}")
             return self.is_ready(timeout=1.0)
 
         try:
-            wait_until(ready, timeout, f"{self.name} to be ready")
+            wait_until(ready, timeout, f"{self.title} to be ready")
         except TimeoutError:
-            raise self._failed(f"{self.name} was not ready after {timeout:.0f} s") from None
+            raise self._failed(f"{self.title} was not ready after {timeout:.0f} s") from None
 
     def _failed(self, headline: str) -> Exception:
         self.stop()
         return self.start_error(headline)
-
-    def log(self) -> str:
-        """Everything the server has printed so far (kept after stop)."""
-        return self.process.log()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the log."""
-        return self.process.log_tail(lines)
-
-    def stop(self, timeout: float = 15.0, graceful: bool = True) -> None:
-        """Stop the server and every process it started. Safe to call twice."""
-        self.process.stop(timeout, graceful=graceful)
 
     def describe(self) -> str:
         """What ``repr`` shows after the state (URLs)."""

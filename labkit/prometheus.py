@@ -27,8 +27,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ import pandas as pd
 import requests
 import yaml
 
-from labkit.process import ManagedProcess, free_port
+from labkit.process import ManagedServer, free_port, start_with_port_retry, wait_until
 
 INSTALL_HINT = (
     "Debian/Ubuntu: `sudo apt-get install prometheus` (it brings promtool; if it starts a service on port 9090, "
@@ -173,79 +171,43 @@ def result_frame(data: Mapping) -> pd.DataFrame:
 # ------------------------------------------------------------------- handle
 
 
-def _cleanup(process: ManagedProcess, workdir: str) -> None:
-    process.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
-
-
-class Prometheus:
+class Prometheus(ManagedServer):
     """A running Prometheus: ``url``, PromQL over its HTTP API into DataFrames, ``stop()``.
 
     Use it as a context manager so it stops when the block ends::
 
         with labkit.prometheus.start([server]) as prom:
             prom.query("rate(demo_requests_total[5s])")
+
+    Its config, rules, storage and log share one temp folder, :attr:`workdir`, removed on ``stop()``.
     """
 
-    def __init__(self, process: ManagedProcess, port: int, workdir: Path, config: dict) -> None:
-        self.process = process
+    title = "prometheus"
+
+    def __init__(self, command: list[str], port: int, workdir: Path, config: dict) -> None:
+        super().__init__(command, name="prometheus", workdir=workdir)
         self.port = port
-        self.workdir = workdir
         self.config = config
         self.config_path = workdir / "prometheus.yml"
-        self._finalizer = weakref.finalize(self, _cleanup, process, str(workdir))
-
-    host = "127.0.0.1"
 
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:41234`` (the web UI is there too)."""
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        """Process id of ``prometheus``."""
-        return self.process.pid
+    def ready_urls(self) -> list[str]:
+        """``/-/ready``."""
+        return [f"{self.url}/-/ready"]
 
-    def is_running(self) -> bool:
-        """True while the process is alive."""
-        return self.process.is_running()
-
-    def is_ready(self, timeout: float = 2.0) -> bool:
-        """True when ``/-/ready`` answers 200."""
-        try:
-            return requests.get(f"{self.url}/-/ready", timeout=timeout).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until ``/-/ready`` answers, or raise :class:`PrometheusStartError` quoting the log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.is_running():
-                raise PrometheusStartError(self._failure(f"prometheus exited with code {self.process.returncode}"))
-            if self.is_ready(timeout=1.0):
-                return
-            time.sleep(0.1)
-        raise PrometheusStartError(self._failure(f"prometheus was not ready after {timeout:.0f} s"))
-
-    def _failure(self, headline: str) -> str:
-        self.stop()
+    def start_error(self, headline: str) -> PrometheusStartError:
+        """A :class:`PrometheusStartError` quoting the error lines and the end of the log."""
         log = self.log().splitlines()
         errors = [ln for ln in log if "level=error" in ln or "err=" in ln]
         parts = [f"{headline}."]
         if errors:  # the reason, wherever it is in the log
             parts += ["Errors in its log:", *("  " + ln for ln in dict.fromkeys(errors))]
         parts += ["Last lines of its log:", *("  " + ln for ln in log[-15:])]
-        return "\n".join([*parts, f"Command: {' '.join(self.process.command)}"])
-
-    def log(self) -> str:
-        """Everything Prometheus has printed so far (kept after stop)."""
-        return self.process.log()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the log."""
-        return self.process.log_tail(lines)
+        return PrometheusStartError("\n".join([*parts, f"Command: {' '.join(self.command)}"]))
 
     # API -----------------------------------------------------------------------
     def api(self, path: str, **params: Any) -> Any:
@@ -333,13 +295,13 @@ class Prometheus:
 
     def wait_for(self, expr: str, timeout: float = 30.0) -> pd.DataFrame:
         """Block until the instant query ``expr`` returns something (e.g. ``up == 1``); return it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answer() -> tuple[pd.DataFrame] | None:
             frame = self.query(expr)
-            if not frame.empty:
-                return frame
-            time.sleep(0.2)
-        raise TimeoutError(f"{expr!r} returned nothing for {timeout} s; targets:\n{self.targets()}")
+            return None if frame.empty else (frame,)
+
+        describe = lambda: f"{expr!r} to return something; targets:\n{self.targets()}"  # noqa: E731
+        return wait_until(answer, timeout, describe)[0]
 
     def wait_for_samples(self, selector: str = "up", count: int = 2, timeout: float = 30.0) -> None:
         """Block until every series of ``selector`` has ``count`` scraped samples (2 for a first rate).
@@ -347,13 +309,12 @@ class Prometheus:
         Prometheus 2.42 scrapes a new target only some seconds after it starts (it
         applies target changes every 5 s), so the first samples take about 6 s.
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def enough() -> bool:
             frame = self.query(f"count_over_time({selector}[1h])")
-            if not frame.empty and (frame["value"] >= count).all():
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"{selector!r} did not reach {count} samples in {timeout} s; targets:\n{self.targets()}")
+            return not frame.empty and bool((frame["value"] >= count).all())
+
+        wait_until(enough, timeout, lambda: f"{selector!r} to reach {count} samples; targets:\n{self.targets()}")
 
     @property
     def scrape_interval(self) -> float:
@@ -382,21 +343,9 @@ class Prometheus:
             detail = "\n".join(["", "From its log:", *errors]) if errors else ""
             raise PrometheusReloadError(f"Prometheus kept its old config: {response.text.strip()}{detail}")
 
-    # stopping ------------------------------------------------------------------
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop Prometheus and remove its config and storage. Safe to call twice."""
-        self.process.stop(timeout)
-        self._finalizer()
-
-    def __enter__(self) -> "Prometheus":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running() else "stopped"
-        return f"<Prometheus {state} {self.url} scrape every {self.config['global']['scrape_interval']}>"
+    def describe(self) -> str:
+        """URL and scrape interval, for ``repr``."""
+        return f"{self.url} scrape every {self.config['global']['scrape_interval']}"
 
 
 def _seconds(text: str) -> float:
@@ -438,8 +387,8 @@ def start(
     """
     binary = find_binary("prometheus")
     targets = list(targets)
-    attempts = 1 if port is not None else 3
-    for attempt in range(attempts):
+
+    def launch() -> Prometheus:
         workdir = Path(tempfile.mkdtemp(prefix="labkit-prometheus-"))
         own_rules = workdir / "rules.yml"  # always loaded, so set_rules() can fill it later
         own_rules.write_text(yaml.safe_dump(dict(rules if rules is not None else {"groups": []}), sort_keys=False))
@@ -457,12 +406,8 @@ def start(
             "--web.enable-lifecycle",  # POST /-/reload (and /-/quit): loopback only, like the rest
             *extra_args,
         ]
-        handle = Prometheus(ManagedProcess(command, name="prometheus"), chosen, workdir, config)
-        try:
-            handle.wait_ready(timeout)
-            return handle
-        except PrometheusStartError as err:
-            if "address already in use" in str(err) and attempt + 1 < attempts:
-                continue
-            raise
-    raise AssertionError("unreachable")
+        handle = Prometheus(command, chosen, workdir, config)
+        handle.wait_ready(timeout)
+        return handle
+
+    return start_with_port_retry(launch, fixed_ports=port is not None)

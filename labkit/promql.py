@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from labkit.scrape import BASE_COLUMNS
+from labkit.scrape import BASE_COLUMNS, select
 
 
 def extrapolated_delta(
@@ -68,9 +68,7 @@ def extrapolated_delta(
 
 def series(frame: pd.DataFrame, sample: str, **labels: str) -> pd.DataFrame:
     """One column per distinct label set of ``sample``, indexed by scrape time."""
-    rows = frame[frame["sample"] == sample]
-    for key, val in labels.items():
-        rows = rows[rows[key] == val]
+    rows = select(frame, sample, **labels)
     label_cols = [c for c in rows.columns if c not in (*BASE_COLUMNS, "value") and rows[c].notna().any()]
     if rows.empty:
         return pd.DataFrame()
@@ -145,17 +143,9 @@ def rate(
     return _delta_frame(frame, sample, window, by, step, True, labels, at)
 
 
-def increase(
-    frame: pd.DataFrame,
-    sample: str,
-    window: float,
-    by: Iterable[str] = (),
-    step: float | None = None,
-    at: Sequence[float] | None = None,
-    **labels: str,
-) -> pd.DataFrame:
-    """``sum by (by) (increase(sample{labels}[window]))``: ``rate`` times the window."""
-    return _delta_frame(frame, sample, window, by, step, False, labels, at)
+def increase(frame: pd.DataFrame, sample: str, window: float, **options) -> pd.DataFrame:
+    """``sum by (by) (increase(sample{labels}[window]))``: :func:`rate` (same options) times the window."""
+    return rate(frame, sample, window, **options) * window
 
 
 def _le(value) -> float:
@@ -234,9 +224,7 @@ def quantile_name(q: float) -> str:
 
 def bucket_counts(frame: pd.DataFrame, histogram: str, **labels: str) -> pd.Series:
     """Per-bucket (non-cumulative) counts from the latest scrape, indexed by upper bound."""
-    rows = frame[frame["sample"] == f"{histogram}_bucket"]
-    for key, val in labels.items():
-        rows = rows[rows[key] == val]
+    rows = select(frame, f"{histogram}_bucket", **labels)
     if rows.empty:
         return pd.Series(dtype=float)
     rows = rows[rows["time"] == rows["time"].max()]

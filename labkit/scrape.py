@@ -29,6 +29,8 @@ import pandas as pd
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from labkit.process import wait_until
+
 BASE_COLUMNS = ["time", "family", "type", "sample"]
 
 
@@ -133,17 +135,20 @@ def settle(read: Callable[[], T], expected: T, *, timeout: float = 5.0, interval
     in the course is read through this: it waits at most ``timeout`` seconds, and then
     raises :class:`CountNotSettledError` naming what was expected and what was last read.
     """
-    deadline = time.monotonic() + timeout
-    reading = read()
-    while reading != expected and time.monotonic() < deadline:
-        time.sleep(interval)
-        reading = read()
-    if reading != expected:
-        label = what or getattr(read, "__name__", "the reading")
+    last: list[T] = []
+
+    def arrived() -> bool:
+        last[:] = [read()]
+        return last[0] == expected
+
+    label = what or getattr(read, "__name__", "the reading")
+    try:
+        wait_until(arrived, timeout, f"{label} to equal {expected!r}", interval=interval)
+    except TimeoutError:
         raise CountNotSettledError(
-            f"{label}: expected {expected!r}, still {reading!r} after re-reading for {timeout:g} s"
-        )
-    return reading
+            f"{label}: expected {expected!r}, still {last[0]!r} after re-reading for {timeout:g} s"
+        ) from None
+    return last[0]
 
 
 def settled_value(url: str, sample: str, expected: float, *, timeout: float = 5.0, **labels: str) -> float:

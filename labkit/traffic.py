@@ -6,9 +6,13 @@
   (``open_loop``). Queues build when the server cannot keep up.
 - **phases**: a sequence of open- or closed-loop phases (ramp, burst, idle).
 
-Every sender returns a DataFrame with one row per request: ``scheduled`` (when
-it was due to leave), ``start`` and ``end`` (epoch seconds), ``latency_s``,
-``ok``, ``error`` (the server's message),
+Every sender returns a DataFrame with one row per request (columns :data:`COLUMNS`):
+``scheduled`` (when it was due to leave), ``start`` and ``end`` (epoch seconds),
+``late_s`` (``start - scheduled``: how far behind schedule it left, waiting
+client-side), ``latency_s`` (from the actual send, ``end - start``),
+``latency_from_schedule_s`` (from when it was due, ``end - scheduled`` =
+``late_s + latency_s``: what a user who arrived on schedule waits, with no
+coordinated omission), ``ok``, ``error`` (the server's message),
 ``size`` (values sent) and ``bad`` (True when the request was made bad on
 purpose by ``error_rate``: it carries a NaN, which the reference model rejects).
 """
@@ -27,6 +31,7 @@ import pandas as pd
 
 PROTOCOLS = ("http", "grpc")
 DEFAULT_MODEL = "metrics_demo"
+COLUMNS = ["scheduled", "start", "end", "late_s", "latency_s", "latency_from_schedule_s", "ok", "error", "size", "bad"]
 
 
 def _address(target, protocol: str) -> str:
@@ -112,8 +117,7 @@ class _Recorder:
     def frame(self) -> pd.DataFrame:
         if self.bar is not None:
             self.bar.close()
-        columns = ["scheduled", "start", "end", "latency_s", "ok", "error", "size", "bad"]
-        return pd.DataFrame(self.rows, columns=columns).sort_values("start", ignore_index=True)
+        return pd.DataFrame(self.rows, columns=COLUMNS).sort_values("start", ignore_index=True)
 
 
 def _send(
@@ -138,12 +142,15 @@ def _send(
     except InferenceServerException as err:
         error = err.message() or str(err)
     latency = time.perf_counter() - t0
+    scheduled = start if scheduled is None else scheduled
     recorder.add(
         {
-            "scheduled": start if scheduled is None else scheduled,
+            "scheduled": scheduled,
             "start": start,
             "end": start + latency,
+            "late_s": start - scheduled,
             "latency_s": latency,
+            "latency_from_schedule_s": (start - scheduled) + latency,
             "ok": not error,
             "error": error,
             "size": size,
@@ -207,7 +214,9 @@ def open_loop(
 
     With ``poisson=True`` the gaps are random (exponential), as real users arrive.
     At most ``max_in_flight`` requests are outstanding; beyond that they wait
-    client-side, and ``start`` shows how late they left.
+    client-side, and ``late_s`` (``start - scheduled``) shows how late they left.
+    ``latency_s`` counts from the actual send; ``latency_from_schedule_s`` counts
+    from the schedule, waits included, as users on that schedule would see it.
     """
     if rate <= 0:
         raise ValueError("rate must be > 0 (use time.sleep for an idle phase)")
@@ -297,14 +306,17 @@ def run_phases(
             continue
         frames.append(frame.assign(phase=phase.name))
         spans.append({"phase": phase.name, "start": began, "end": time.time()})
-    columns = ["scheduled", "start", "end", "latency_s", "ok", "error", "size", "bad", "phase"]
-    result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*COLUMNS, "phase"])
     result.attrs["phases"] = pd.DataFrame(spans, columns=["phase", "start", "end"])
     return result
 
 
-def summarize(frame: pd.DataFrame) -> pd.Series:
-    """Requests, errors, throughput and client-side latency percentiles of a run."""
+def summarize(frame: pd.DataFrame, latency: str = "latency_s") -> pd.Series:
+    """Requests, errors, throughput and client-side latency percentiles of a run.
+
+    The percentiles are of the column ``latency`` (from the actual send); pass
+    ``latency="latency_from_schedule_s"`` for an open loop's view from the schedule.
+    """
     ok = frame[frame["ok"]]
     span = frame["end"].max() - frame["start"].min() if len(frame) else float("nan")
     return pd.Series(
@@ -312,9 +324,9 @@ def summarize(frame: pd.DataFrame) -> pd.Series:
             "requests": len(frame),
             "errors": int((~frame["ok"]).sum()),
             "throughput_rps": len(frame) / span if span else float("nan"),
-            "p50_ms": ok["latency_s"].quantile(0.50) * 1e3,
-            "p95_ms": ok["latency_s"].quantile(0.95) * 1e3,
-            "p99_ms": ok["latency_s"].quantile(0.99) * 1e3,
+            "p50_ms": ok[latency].quantile(0.50) * 1e3,
+            "p95_ms": ok[latency].quantile(0.95) * 1e3,
+            "p99_ms": ok[latency].quantile(0.99) * 1e3,
         }
     )
 

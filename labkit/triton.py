@@ -33,16 +33,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from labkit import TRITON_IMAGE, TRITON_VERSION
-from labkit.process import ManagedProcess, free_port, free_ports  # noqa: F401 (re-exported)
+from labkit.process import ManagedServer, free_ports, start_with_port_retry
 
 MODES = ("auto", "local", "docker")
 LOCAL_HINT = (
@@ -64,7 +61,55 @@ SHM_FLAG = "shm-region-prefix-name="
 
 
 class TritonStartError(RuntimeError):
-    """Triton could not be started; the message quotes the end of its log."""
+    """Triton could not be started. The message quotes the reason; the parts are fields too.
+
+    ``headline``: what happened (e.g. "Triton exited with code 1"); ``exit_code``: the server's exit code
+    (negative: killed by that signal; None: still running or never started); ``model_errors``: each model
+    that failed to load and Triton's error for it (the traceback of a broken ``model.py``); ``other_errors``:
+    Triton's other error lines; ``log_tail``: the last lines of its log; ``command``: how it was started.
+    """
+
+    def __init__(
+        self,
+        headline: str,
+        *,
+        exit_code: int | None = None,
+        model_errors: dict[str, str] | None = None,
+        other_errors: Sequence[str] = (),
+        log_tail: Sequence[str] = (),
+        command: Sequence[str] = (),
+    ) -> None:
+        self.headline = headline
+        self.exit_code = exit_code
+        self.model_errors = dict(model_errors or {})
+        self.other_errors = list(other_errors)
+        self.log_tail = list(log_tail)
+        self.command = list(command)
+        super().__init__(self.text())
+
+    @property
+    def reason(self) -> str:
+        """The headline, each model's load error and Triton's other error lines (no log tail)."""
+        parts = [self.headline + "."]
+        for model, detail in self.model_errors.items():
+            parts += ["", f"Model {model} failed to load:", *("  " + d for d in detail.splitlines())]
+        if self.other_errors:
+            parts += ["", "Other errors in Triton's log:", *("  " + e for e in self.other_errors)]
+        return "\n".join(parts)
+
+    @property
+    def killed_by_signal(self) -> bool:
+        """True when the server died of a signal (an abort, a crash) rather than exiting."""
+        return self.exit_code is not None and self.exit_code < 0
+
+    def text(self) -> str:
+        """The whole message: :attr:`reason`, the log tail and the command."""
+        parts = [self.reason]
+        if self.log_tail:
+            parts += ["", "Last lines of Triton's log:", *("  " + ln for ln in self.log_tail)]
+        if self.command:
+            parts += ["", "Command: " + " ".join(self.command)]
+        return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------- ports
@@ -182,7 +227,9 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def stub_environment(libs_dir: Path | None = None, base: dict | None = None) -> dict[str, str]:
+def stub_environment(
+    libs_dir: Path | None = None, base: dict | None = None, python_env: str | os.PathLike | None = None
+) -> dict[str, str]:
     """Environment for ``tritonserver`` so its Python stubs use *this* interpreter's packages.
 
     The stub embeds Python and **ignores** ``PYTHONPATH``: it takes its prefix,
@@ -192,6 +239,7 @@ def stub_environment(libs_dir: Path | None = None, base: dict | None = None) -> 
     not seen (the model fails with "No module named 'numpy'") unless this
     interpreter's ``bin`` comes first on ``PATH``, which is what this does; its
     ``libpython`` directory and the wheel's libraries go on ``LD_LIBRARY_PATH``.
+    ``python_env``: another environment's ``bin`` goes first instead (its packages are what the stubs see).
     """
     env = dict(os.environ if base is None else base)
 
@@ -203,7 +251,7 @@ def stub_environment(libs_dir: Path | None = None, base: dict | None = None) -> 
     if sysconfig.get_config_var("LIBDIR"):
         libdirs.append(sysconfig.get_config_var("LIBDIR"))
     add("LD_LIBRARY_PATH", libdirs)
-    add("PATH", [os.path.dirname(sys.executable)])
+    add("PATH", [str(Path(python_env) / "bin")] if python_env else [os.path.dirname(sys.executable)])
     return env
 
 
@@ -248,18 +296,24 @@ def server_flags(
     models: Sequence[str] | None = None,
     metrics: bool = True,
     metrics_interval_ms: int | None = None,
+    metrics_flags: Sequence[str] | None = None,
     log_verbose: int = 0,
     exit_timeout_s: int = 3,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The ``tritonserver`` flags the course uses (shared by local and Docker modes)."""
+    """The ``tritonserver`` flags the course uses (shared by local and Docker modes).
+
+    ``metrics_flags``: the caller's own metrics flags, given as they are instead of labkit's.
+    """
     flags = [f"--model-repository={model_repository}"]
     if address:
         flags += [f"--http-address={address}", f"--grpc-address={address}"]
-        if metrics:
+        if metrics and metrics_flags is None:
             flags.append(f"--metrics-address={address}")
     flags += [f"--http-port={ports.http}", f"--grpc-port={ports.grpc}"]
-    if metrics:
+    if metrics_flags is not None:
+        flags += list(metrics_flags)
+    elif metrics:
         flags += ["--allow-metrics=true", f"--metrics-port={ports.metrics}"]
         if metrics_interval_ms is not None:
             flags.append(f"--metrics-interval-ms={metrics_interval_ms}")
@@ -312,7 +366,7 @@ def docker_command(
 # --------------------------------------------------------------------- the handle
 
 
-class TritonServer:
+class TritonServer(ManagedServer):
     """A running Triton server: its URLs, its log, and ``stop()``.
 
     Use it as a context manager so the server stops when the block ends::
@@ -321,31 +375,22 @@ class TritonServer:
             print(server.metrics_url)
     """
 
+    title = "Triton"
+
     def __init__(
-        self,
-        command: list[str],
-        env: dict[str, str] | None,
-        ports: Ports,
-        mode: str,
-        container: str = "",
-        metrics: bool = True,
+        self, command: list[str], env: dict[str, str] | None, ports: Ports, mode: str, container: str = ""
     ) -> None:
         if not container and not any(SHM_FLAG in arg for arg in command):
             # the model stubs' shared memory gets a name of its own, so stop() can remove what a killed
             # or crashed server leaves in /dev/shm (Triton removes it only when it exits cleanly)
             command = [command[0], f"--backend-config=python,{SHM_FLAG}labkit_{uuid.uuid4().hex[:12]}_", *command[1:]]
-        self.command = command
         self.ports = ports
         self.mode = mode
-        self.container = container
-        self.metrics_enabled = metrics
         prefix = next((arg.split(SHM_FLAG, 1)[1] for arg in command if SHM_FLAG in arg), "")
         leftovers = [f"/dev/shm/{prefix}*"] if prefix and not container else []
-        self.process = ManagedProcess(command, env, name="tritonserver", container=container, leftovers=leftovers)
+        super().__init__(command, env, name="tritonserver", container=container, leftovers=leftovers)
 
     # URLs ------------------------------------------------------------------
-    host = "127.0.0.1"
-
     @property
     def http_url(self) -> str:
         """Base URL of the HTTP/REST endpoint, e.g. ``http://127.0.0.1:41234``."""
@@ -357,76 +402,37 @@ class TritonServer:
         return f"{self.host}:{self.ports.grpc}"
 
     @property
+    def metrics_enabled(self) -> bool:
+        """Does this server serve ``/metrics``? (``--allow-metrics``; the last flag wins, as in Triton)."""
+        return self._flags().get("allow-metrics", "true") == "true"
+
+    @property
     def metrics_url(self) -> str:
-        """Full URL of the Prometheus metrics endpoint."""
-        return f"http://{self.host}:{self.ports.metrics}/metrics"
+        """Full URL of the Prometheus metrics endpoint, where Triton's flags put it.
 
-    @property
-    def pid(self) -> int:
-        """Process id of ``tritonserver`` (or of the ``docker run`` client)."""
-        return self.process.pid
+        The metrics address defaults to the HTTP address, as in Triton (``metrics_flags=`` of :func:`start`
+        may move it, e.g. to 127.0.0.2).
+        """
+        if self.container:
+            return f"http://{self.host}:{self.ports.metrics}/metrics"
+        flags = self._flags()
+        address = flags.get("metrics-address") or flags.get("http-address") or self.host
+        port = flags.get("metrics-port", self.ports.metrics)
+        return f"http://{self.host if address == '0.0.0.0' else address}:{port}/metrics"
 
-    @property
-    def log_path(self) -> Path:
-        """The file Triton's output goes to while it runs."""
-        return self.process.log_path
+    def _flags(self) -> dict[str, str]:
+        args = self.command[self.command.index("tritonserver") + 1 :] if self.container else self.command[1:]
+        return dict(arg[2:].split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)
 
     # state -----------------------------------------------------------------
-    def is_running(self) -> bool:
-        """True while the server process is alive."""
-        return self.process.is_running()
+    def ready_urls(self) -> list[str]:
+        """``/v2/health/ready``, and ``/metrics`` where it is served (it starts a moment after HTTP)."""
+        return [f"{self.http_url}/v2/health/ready", *([self.metrics_url] if self.metrics_enabled else [])]
 
-    def is_ready(self, timeout: float = 2.0) -> bool:
-        """True when ``/v2/health/ready`` answers 200."""
-        try:
-            return requests.get(f"{self.http_url}/v2/health/ready", timeout=timeout).status_code == 200
-        except requests.RequestException:
-            return False
+    def start_error(self, headline: str) -> TritonStartError:
+        """A :class:`TritonStartError` built from the server's log."""
+        return start_error_from_log(headline, self.log(), self.command, self.returncode)
 
-    def log(self) -> str:
-        """Everything Triton has printed so far (kept after stop)."""
-        return self.process.log()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the log."""
-        return self.process.log_tail(lines)
-
-    def wait_ready(self, timeout: float) -> None:
-        """Block until the server (and its metrics endpoint) answer, or raise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.is_running():
-                raise TritonStartError(self._failure(f"Triton exited with code {self.process.returncode}"))
-            if self.is_ready(timeout=1.0) and self._metrics_up():
-                return
-            time.sleep(0.2)
-        raise TritonStartError(self._failure(f"Triton was not ready after {timeout:.0f} s"))
-
-    def _metrics_probe_url(self) -> str | None:
-        """Where Triton will serve /metrics, read from its flags as Triton reads them (the last one wins;
-        the metrics address defaults to the HTTP address); None when metrics are off."""
-        if self.container:
-            return self.metrics_url if self.metrics_enabled else None
-        flags = dict(arg[2:].split("=", 1) for arg in self.command[1:] if arg.startswith("--") and "=" in arg)
-        if flags.get("allow-metrics", "true") != "true" or "metrics-port" not in flags:
-            return None
-        address = flags.get("metrics-address") or flags.get("http-address") or self.host
-        return f"http://{self.host if address == '0.0.0.0' else address}:{flags['metrics-port']}/metrics"
-
-    def _metrics_up(self) -> bool:
-        url = self._metrics_probe_url()
-        if url is None:
-            return True
-        try:
-            return requests.get(url, timeout=1.0).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def _failure(self, headline: str) -> str:
-        self.stop()
-        return explain_failure(headline, self.log(), self.command)
-
-    # stopping ----------------------------------------------------------------
     def stop(self, timeout: float = 15.0, graceful: bool | None = None) -> None:
         """Stop the server and every process it started (the model stubs), and remove their shared memory.
 
@@ -435,19 +441,11 @@ class TritonServer:
         """
         if graceful is None:
             graceful = os.environ.get(STOP_ENV, "kill") == "graceful"
-        self.process.stop(timeout, graceful=graceful)
+        super().stop(timeout, graceful=graceful)
 
-    def __enter__(self) -> "TritonServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.is_running() else "stopped"
-        return (
-            f"<TritonServer {self.mode} {state} http={self.http_url} grpc={self.grpc_url} metrics={self.metrics_url}>"
-        )
+    def describe(self) -> str:
+        """Mode and URLs, for ``repr``."""
+        return f"{self.mode} http={self.http_url} grpc={self.grpc_url} metrics={self.metrics_url}"
 
 
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version (\d+): (.*?)\"?$")
@@ -456,29 +454,30 @@ _ERROR_LINE = re.compile(r"^E\d{4} |^error:|Address already in use|failed to bin
 _NOISE = ("CudaDriverHelper", "NVML", "DCGM", "failed to load 'tritonserver'", "cuda")
 
 
-def explain_failure(headline: str, log: str, command: Sequence[str] = ()) -> str:
-    """A readable failure message: each model that failed to load with its
-    traceback, Triton's other error lines, then the tail of its log."""
+def start_error_from_log(
+    headline: str, log: str, command: Sequence[str] = (), exit_code: int | None = None
+) -> TritonStartError:
+    """A :class:`TritonStartError` read from Triton's log: each model that failed to load with its
+    traceback, Triton's other error lines, and the tail of the log."""
     lines = log.splitlines()
-    parts = [headline + "."]
-    seen: set[str] = set()
+    models: dict[str, str] = {}
     for line in lines:
         match = _LOAD_FAILURE.search(line)
-        if match and match.group(1) not in seen:
-            seen.add(match.group(1))
-            detail = match.group(3).replace("\\n", "\n").strip()
-            parts += ["", f"Model '{match.group(1)}' (version {match.group(2)}) failed to load:"]
-            parts += ["  " + d for d in detail.splitlines()]
+        key = f"'{match.group(1)}' (version {match.group(2)})" if match else ""
+        if match and key not in models:
+            models[key] = match.group(3).replace("\\n", "\n").strip()
     errors = [ln for ln in lines if _ERROR_LINE.search(ln) and not any(n in ln for n in _NOISE)]
     errors = [e for e in dict.fromkeys(errors) if not _LOAD_FAILURE.search(e)]
-    if errors:
-        parts += ["", "Other errors in Triton's log:", *("  " + e for e in errors[-10:])]
     # the option and model tables are wide and say little about a failure: leave them out
     tail = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith(("|", "+-"))]
-    parts += ["", "Last lines of Triton's log:", *("  " + ln for ln in tail[-(8 if seen else 20) :])]
-    if command:
-        parts += ["", "Command: " + " ".join(command)]
-    return "\n".join(parts)
+    return TritonStartError(
+        headline,
+        exit_code=exit_code,
+        model_errors=models,
+        other_errors=errors[-10:],
+        log_tail=tail[-(8 if models else 20) :],
+        command=command,
+    )
 
 
 # ----------------------------------------------------------------------- start()
@@ -493,6 +492,8 @@ def start(
     timeout: float | None = None,
     metrics: bool = True,
     metrics_interval_ms: int | None = None,
+    metrics_flags: Sequence[str] | None = None,
+    python_env: str | os.PathLike | None = None,
     log_verbose: int = 0,
     gpus: bool = False,
     image: str | None = None,
@@ -510,13 +511,17 @@ def start(
             which may pull the image first).
         metrics: serve ``/metrics`` (``--allow-metrics``).
         metrics_interval_ms: how often Triton refreshes its own gauges.
+        metrics_flags: your own metrics flags in place of labkit's, e.g.
+            ``["--metrics-port=8102", "--metrics-address=127.0.0.2"]`` (the handle's ``metrics_url`` follows them).
+        python_env: local mode: a Python environment (a venv or prefix folder) whose ``bin/python3`` the model
+            stubs run, so they import its packages; default this interpreter's.
         gpus: Docker mode: pass ``--gpus all``.
         image: Docker mode: the image; default ``$TRITON_IMAGE`` if set, else the pinned
             ``nvcr.io/nvidia/tritonserver:24.10-py3`` (:func:`docker_image`).
         extra_args: more ``tritonserver`` flags.
 
     Raises:
-        TritonStartError: with the end of Triton's log when it cannot start.
+        TritonStartError: with the reason from Triton's log when it cannot start.
     """
     repo = Path(model_repository).resolve()
     if not repo.is_dir():
@@ -525,37 +530,42 @@ def start(
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if mode == "auto":
         mode = _choose_mode()
-    flags = dict(models=models, metrics=metrics, metrics_interval_ms=metrics_interval_ms, log_verbose=log_verbose)
-    attempts = 1 if ports is not None else 3
-    for attempt in range(attempts):
+    if python_env is not None and mode != "local":
+        raise ValueError("python_env= works in local mode only (a container has its own Python)")
+    flags = dict(
+        models=models,
+        metrics=metrics,
+        metrics_interval_ms=metrics_interval_ms,
+        metrics_flags=metrics_flags,
+        log_verbose=log_verbose,
+        extra_args=extra_args,
+    )
+    if mode == "docker":
+        ok, reason = docker_available()
+        if not ok:
+            raise TritonStartError(
+                f"Cannot run Triton in Docker ({docker_image(image)}): {reason}.\nTo fix it: {DOCKER_HINT}"
+            )
+
+    def launch() -> TritonServer:
         chosen = ports or Ports.pick()
+        if metrics_flags is not None:
+            given = dict(f[2:].split("=", 1) for f in metrics_flags if f.startswith("--metrics-port="))
+            chosen = Ports(chosen.http, chosen.grpc, int(given.get("metrics-port", 8002)))
         if mode == "local":
             install = prepare_local_install()
-            command = [str(install.binary), *server_flags(str(repo), chosen, **flags, extra_args=extra_args)]
+            command = [str(install.binary), *server_flags(str(repo), chosen, **flags)]
             command.insert(2, f"--backend-directory={install.backend_dir}")
-            server = TritonServer(command, stub_environment(install.libs_dir), chosen, "local", metrics=metrics)
-            wait = timeout or 90.0
+            env = stub_environment(install.libs_dir, python_env=python_env)
+            server = TritonServer(command, env, chosen, "local")
         else:
-            ok, reason = docker_available()
-            if not ok:
-                raise TritonStartError(
-                    f"Cannot run Triton in Docker ({docker_image(image)}): {reason}.\nTo fix it: {DOCKER_HINT}"
-                )
             name = f"labkit-triton-{uuid.uuid4().hex[:8]}"
-            command = docker_command(
-                repo, chosen, name=name, image=docker_image(image), gpus=gpus, **flags, extra_args=extra_args
-            )
-            server = TritonServer(command, None, chosen, "docker", container=name, metrics=metrics)
-            wait = timeout or 900.0
-        try:
-            server.wait_ready(wait)
-            return server
-        except TritonStartError as err:
-            in_use = "already in use" in str(err).lower() or "failed to bind" in str(err).lower()
-            if in_use and attempt + 1 < attempts:
-                continue  # another process took a port between picking and binding
-            raise
-    raise AssertionError("unreachable")
+            command = docker_command(repo, chosen, name=name, image=docker_image(image), gpus=gpus, **flags)
+            server = TritonServer(command, None, chosen, "docker", container=name)
+        server.wait_ready(timeout or (90.0 if mode == "local" else 900.0))
+        return server
+
+    return start_with_port_retry(launch, fixed_ports=ports is not None)
 
 
 def _choose_mode() -> str:

@@ -21,6 +21,7 @@ Exit code 0 when every check passes, 1 when one fails, 2 when there is no GPU.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # labkit from this checkout, installed or not
 
-from labkit import paths, triton  # noqa: E402
+from labkit import paths, process, triton  # noqa: E402
 
 MODEL = "cookbook_batching"
 GPU_CONFIG = ROOT / "notebooks" / "gpu" / MODEL / "config.pbtxt"
@@ -106,12 +107,13 @@ def main() -> int:
         print(f"\nsent {REQUESTS + 1} requests over HTTP in {time.perf_counter() - started:.1f} s (8 at a time)")
 
         gpu_lines: list[str] = []
-        deadline = time.monotonic() + 20  # GPU gauges refresh every metrics interval
-        while time.monotonic() < deadline:
-            gpu_lines = metric_lines(server.metrics_url, GPU_METRICS)
-            if all(any(line.startswith(name) for line in gpu_lines) for name in GPU_METRICS):
-                break
-            time.sleep(0.5)
+
+        def gauges_shown() -> bool:
+            gpu_lines[:] = metric_lines(server.metrics_url, GPU_METRICS)
+            return all(any(line.startswith(name) for line in gpu_lines) for name in GPU_METRICS)
+
+        with contextlib.suppress(TimeoutError):  # GPU gauges refresh every metrics interval; missing ones fail below
+            process.wait_until(gauges_shown, 20, "the GPU gauges on /metrics", interval=0.5)
         print("\n[2] GPU metrics:", *(gpu_lines or ["(none)"]), sep="\n  ")
         for name in GPU_METRICS:
             if not any(line.startswith(name + "{") or line.startswith(name + " ") for line in gpu_lines):

@@ -65,7 +65,7 @@ def one_server(repo: Path, name: str, calls: int) -> tuple[int, bool, str, dict[
                 break
             answered += 1
         try:
-            server.process.popen.wait(timeout=5 if answered < calls else 0.5)
+            server.popen.wait(timeout=5 if answered < calls else 0.5)
         except subprocess.TimeoutExpired:
             pass
         aborted = not server.is_running()

@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -164,11 +164,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session if any process this run started outlives it (after 20 s for the watchdogs)."""
     if exitstatus == pytest.ExitCode.INTERRUPTED:  # stopped by hand: the exit handlers stop what is left
         return
-    deadline = time.monotonic() + 20
-    found = left_behind()
-    while found and time.monotonic() < deadline:
-        time.sleep(0.5)
-        found = left_behind()
+    found: list[tuple[psutil.Process, str]] = []
+
+    def all_ended() -> bool:
+        found[:] = left_behind()
+        return not found
+
+    with contextlib.suppress(TimeoutError):
+        process.wait_until(all_ended, 20, "the processes this run started to end", interval=0.5)
     if found:
         _LEFT_BEHIND[:] = [line for _, line in found]
         if session.exitstatus == pytest.ExitCode.OK:

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,7 +15,7 @@ import requests
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from labkit import paths, scrape, triton
+from labkit import paths, process, scrape, triton
 
 COOKBOOK = [
     "cookbook_batching",
@@ -317,9 +316,11 @@ def test_series_across_unload_reload_and_scale_down():
         loaded = scrape.scrape(server.metrics_url)
 
         requests.post(f"{url}/unload", timeout=60).raise_for_status()
-        deadline = time.monotonic() + 30
-        while model_state(server, "cookbook_instances") != "UNAVAILABLE" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        process.wait_until(
+            lambda: model_state(server, "cookbook_instances") == "UNAVAILABLE",
+            30,
+            lambda: f"cookbook_instances to unload (state {model_state(server, 'cookbook_instances')!r})",
+        )
         unloaded = scrape.scrape(server.metrics_url)
         assert scrape.select(unloaded, "nv_inference_count", model="cookbook_instances").empty
         assert scrape.value(unloaded, "cookbook_shared_requests_total") == 40

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import requests
 
-from labkit import paths, promql, repository, scrape, traffic, triton
+from labkit import paths, process, promql, repository, scrape, traffic, triton
 
 from .conftest import IN_CI
 
@@ -121,10 +121,12 @@ def live(server: triton.TritonServer) -> bool:
 
 
 def assert_aborted(server: triton.TritonServer) -> None:
-    deadline = time.monotonic() + 15
-    while server.is_running() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not server.is_running(), "the request failed to connect, yet the server is still running"
+    process.wait_until(
+        lambda: not server.is_running(),
+        15,
+        "the server to end (the request failed to connect, yet the server is still running)",
+        interval=0.1,
+    )
     log = server.log()
     assert ABORT in log and "Signal (6) received." in log, server.log_tail(30)
 
@@ -245,10 +247,11 @@ def test_metrics_switched_off(tmp_path):
 
 
 def test_metrics_address_bound_elsewhere():
-    port = triton.free_port()
-    extra = ["--allow-metrics=true", f"--metrics-port={port}", "--metrics-address=127.0.0.2"]
-    with triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"], metrics=False, extra_args=extra) as server:
+    port = process.free_port()
+    flags = [f"--metrics-port={port}", "--metrics-address=127.0.0.2"]
+    with triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"], metrics_flags=flags) as server:
         assert f"Started Metrics Service at 127.0.0.2:{port}" in server.log()
+        assert server.metrics_url == f"http://127.0.0.2:{port}/metrics"
         with pytest.raises(scrape.ScrapeError, match=f"could not reach http://127.0.0.1:{port}/metrics"):
             scrape.scrape(f"http://127.0.0.1:{port}/metrics", timeout=2)
         frame = scrape.scrape(f"http://127.0.0.2:{port}/metrics")
@@ -274,10 +277,10 @@ def test_reload_keeps_custom_counters_unless_finalize_drops_them(shared):
     for model in ("metrics_demo", "finalize_drops_metrics"):
         url = f"{server.http_url}/v2/repository/models/{model}/unload"
         assert requests.post(url, timeout=60).status_code == 200
-    deadline = time.monotonic() + 30
-    while any(model_ready(server, m) or unloading(server, m) for m in ("metrics_demo", "finalize_drops_metrics")):
-        assert time.monotonic() < deadline, "the models did not unload"
-        time.sleep(0.2)
+    models = ("metrics_demo", "finalize_drops_metrics")
+    process.wait_until(
+        lambda: not any(model_ready(server, m) or unloading(server, m) for m in models), 30, "the models to unload"
+    )
     # unloaded: Triton's own per-model series are gone, the reference model's custom series stay (stale)
     assert not demo_lines(server, 'nv_inference_request_success{model="metrics_demo"')
     assert not demo_lines(server, 'nv_inference_request_success{model="finalize_drops_metrics"')
@@ -354,15 +357,8 @@ def numpy2_environment() -> Path:
 
 def test_numpy2_in_the_stub_breaks_outputs_while_metrics_say_success():
     env_dir = numpy2_environment()
-    install = triton.prepare_local_install()
-    ports = triton.Ports.pick()
-    env = triton.stub_environment(install.libs_dir)
-    env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}"  # the stub takes the first python on PATH
-    flags = triton.server_flags(str(paths.MODEL_REPOSITORY), ports, models=["metrics_demo"])
-    command = [str(install.binary), f"--backend-directory={install.backend_dir}", *flags]
-    server = triton.TritonServer(command, env, ports, "local")
+    server = triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"], python_env=env_dir)
     try:
-        server.wait_ready(90)
         for protocol in ("http", "grpc"):
             client = traffic.make_client(server, protocol)
             with pytest.raises(ValueError, match=r"cannot reshape array of size 0 into shape \(2,\)"):

@@ -162,12 +162,13 @@ def test_listens_on_loopback_and_scrapes(prom, exporter):
 def test_query_and_query_range(prom, exporter):
     exporter["counter"].labels("success").inc(42)
     exporter["gauge"].set(3)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        now = prom.query('fake_requests_total{outcome="success"}')
-        if not now.empty and now["value"].iloc[0] == 42:
-            break
-        time.sleep(0.2)
+    query = 'fake_requests_total{outcome="success"}'
+    process.wait_until(
+        lambda: prom.query(query)["value"].tolist() == [42.0],
+        10,
+        lambda: f"{query} to read 42 (it reads {prom.query(query)['value'].tolist()})",
+    )
+    now = prom.query(query)
     assert now["value"].tolist() == [42.0]
     assert now["job"].tolist() == [lp.JOB] and now["__name__"].tolist() == ["fake_requests_total"]
     end = time.time()
@@ -199,13 +200,9 @@ def test_rules_and_alerts(prom, exporter):
     assert set(rules["name"]) == {"job:fake_requests:rate5s", "FakeInflightHigh"}
     assert (rules["health"] != "err").all(), rules
     exporter["gauge"].set(9)
-    deadline = time.monotonic() + 15
-    states = set()
-    while time.monotonic() < deadline and "firing" not in states:
-        alerts = prom.alerts()
-        states |= set(alerts["state"])
-        time.sleep(0.2)
-    assert "firing" in states, prom.alerts()
+    process.wait_until(
+        lambda: "firing" in set(prom.alerts()["state"]), 15, lambda: f"an alert to fire; alerts:\n{prom.alerts()}"
+    )
     assert not prom.query("job:fake_requests:rate5s").empty
     exporter["gauge"].set(0)
 
@@ -263,24 +260,28 @@ def test_no_orphan_when_the_parent_is_killed(tmp_path):
     code = (
         "import sys, time, labkit.prometheus as lp\n"
         "p = lp.start(['127.0.0.1:9'])\n"
-        f"open({str(pid_file)!r}, 'w').write(f'{{p.pid}} {{p.workdir}} {{p.process.workdir}}')\n"
+        f"open({str(pid_file)!r}, 'w').write(f'{{p.pid}} {{p.workdir}}')\n"
         "time.sleep(600)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", code], env={**os.environ})
-    deadline = time.monotonic() + 30
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline and parent.poll() is None, "the child never started Prometheus"
-        time.sleep(0.1)
+
+    def started() -> bool:
+        assert parent.poll() is None, "the child never started Prometheus"
+        return pid_file.exists() and bool(pid_file.read_text())
+
+    process.wait_until(started, 30, "the child to start Prometheus (it never did)", interval=0.1)
     pid, *folders = pid_file.read_text().split()
     pid = int(pid)
     assert psutil.pid_exists(pid)
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 20
     try:
-        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, f"prometheus {pid} outlived the Python that started it"
-            time.sleep(0.1)
+        process.wait_until(
+            lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+            20,
+            f"prometheus {pid} to end (it outlived the Python that started it)",
+            interval=0.1,
+        )
     finally:
         for folder in folders:  # a killed Python cannot remove its temp folders: do it for it
             shutil.rmtree(folder, ignore_errors=True)

@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +32,7 @@ import tritonclient.http as httpclient
 from nbclient import NotebookClient
 from tritonclient.utils import InferenceServerException
 
-from labkit import paths, repository, scrape, traffic, triton
+from labkit import paths, process, repository, scrape, traffic, triton
 
 from .conftest import require_tool
 
@@ -89,9 +89,8 @@ def alive(pids) -> list[int]:
 
 
 def wait_gone(pids, within: float = 30.0) -> list[int]:
-    deadline = time.monotonic() + within
-    while alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    with contextlib.suppress(TimeoutError):
+        process.wait_until(lambda: not alive(pids), within, f"processes {pids} to end")
     return alive(pids)
 
 
@@ -252,7 +251,7 @@ server = triton.start({repo!r})
 handles = [server]
 if {with_prometheus}:
     handles.append(prometheus.start([server], scrape_interval=0.5))
-print(json.dumps({{"pids": [h.pid for h in handles], "commands": [h.process.command for h in handles]}}))
+print(json.dumps({{"pids": [h.pid for h in handles], "commands": [h.command for h in handles]}}))
 """,
     """\
 run = traffic.closed_loop(server, concurrency=2, requests=50, sizes=16, progress=False)
@@ -371,8 +370,8 @@ def test_sigkilled_parent_leaves_no_prometheus_or_triton(tmp_path):
 
 
 TWIN_TEST = """\
-import pathlib, time
-from labkit import paths, scrape, traffic, triton
+import contextlib, pathlib, time
+from labkit import paths, process, scrape, traffic, triton
 
 
 def test_own_server_exact_counts():
@@ -380,9 +379,8 @@ def test_own_server_exact_counts():
         up = time.time()
         print("PORTS", server.ports.http, server.ports.grpc, server.ports.metrics)
         pathlib.Path("up").touch()  # meet the other run: each sends its traffic while both servers are up
-        deadline = time.monotonic() + 120
-        while not pathlib.Path("{other}", "up").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with contextlib.suppress(TimeoutError):  # past 120 s, go on alone (the outer test's overlap check fails)
+            process.wait_until(pathlib.Path("{other}", "up").exists, 120, "the other run's server", interval=0.1)
         before = scrape.scrape(server.metrics_url)
         run = traffic.closed_loop(server, concurrency=4, requests=400, sizes=16, progress=False)
         after = scrape.scrape(server.metrics_url)

@@ -98,7 +98,7 @@ def fake_endpoint():
 
 
 def test_scrape_down_server_names_url_at_once():
-    from labkit.triton import free_port
+    from labkit.process import free_port
 
     url = f"http://127.0.0.1:{free_port()}/metrics"
     # a refused connection is reported as such (unreachable), not waited out as a slow server: the error
@@ -136,7 +136,7 @@ def test_sampler_records_errors_and_keeps_going(fake_endpoint):
     assert frame["time"].nunique() >= 3
     assert not sampler.errors
 
-    from labkit.triton import free_port
+    from labkit.process import free_port
 
     with scrape.Sampler(f"http://127.0.0.1:{free_port()}/metrics", interval=0.05, timeout=0.5) as bad:
         # a failed scrape is recorded, and the sampler keeps going

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 import requests
 from tritonclient.utils import InferenceServerException
 
-from labkit import paths, repository, scrape, traffic, triton
+from labkit import paths, process, repository, scrape, traffic, triton
 
 from .conftest import require_tool
 
@@ -104,7 +103,7 @@ def test_killed_or_crashed_server_leaves_no_shared_memory(monkeypatch):
         regions = shm_regions(server)
         assert len(regions) == 2
         os.kill(server.pid, signal.SIGKILL)  # the server dies the way an abort kills it
-        server.process.popen.wait(timeout=10)
+        server.popen.wait(timeout=10)
         assert shm_regions(server) == regions  # nobody cleaned up yet: this is the leak
     finally:
         server.stop()
@@ -247,7 +246,7 @@ def test_fixed_port_in_use_is_explained():
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
-    grpc, metrics = triton.free_ports(2)
+    grpc, metrics = process.free_ports(2)
     try:
         ports = triton.Ports(holder.getsockname()[1], grpc, metrics)
         with pytest.raises(triton.TritonStartError, match="already in use"):
@@ -277,13 +276,13 @@ def clean_env() -> dict[str, str]:
 
 
 def gone(pids: list[int], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-        if not alive:
-            return True
-        time.sleep(0.2)
-    return False
+    def all_ended() -> bool:
+        return not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+    try:
+        return process.wait_until(all_ended, within, f"processes {pids} to end")
+    except TimeoutError:
+        return False
 
 
 def spawn_child(mode: str) -> tuple[subprocess.Popen, dict]:

@@ -156,14 +156,21 @@ LOG = "\n".join(
 )
 
 
-def test_explain_failure_puts_the_traceback_first():
-    message = triton.explain_failure("Triton exited with code 1", LOG)
-    lines = message.splitlines()
+def test_start_error_from_log_puts_the_traceback_first():
+    err = triton.start_error_from_log("Triton exited with code 1", LOG, exit_code=1)
+    lines = str(err).splitlines()
     assert lines[0] == "Triton exited with code 1."
-    assert "Model 'bad' (version 1) failed to load:" in message
+    assert "Model 'bad' (version 1) failed to load:" in str(err)
     assert "    /r/bad/1/model.py(5): initialize" in lines  # real newlines, not \n escapes
-    assert "failed to load all models" in message
-    assert "CudaDriverHelper" not in message.split("Last lines")[0]  # CPU-machine noise is not an error
+    assert "failed to load all models" in err.reason
+    assert "CudaDriverHelper" not in err.reason  # CPU-machine noise is not an error
+    # the same parts as fields, for callers that need one of them
+    assert err.headline == "Triton exited with code 1" and err.exit_code == 1 and not err.killed_by_signal
+    assert list(err.model_errors) == ["'bad' (version 1)"]
+    assert err.model_errors["'bad' (version 1)"].startswith("Internal: NameError: name 'x' is not defined")
+    assert err.other_errors == ["error: creating server: Internal - failed to load all models"]
+    assert "Last lines" not in err.reason and err.log_tail[-1] == err.other_errors[0]
+    assert triton.start_error_from_log("Triton exited with code -6", "", exit_code=-6).killed_by_signal
 
 
 @pytest.mark.parametrize(
@@ -181,5 +188,17 @@ def test_explain_failure_puts_the_traceback_first():
 )  # fmt: skip
 def test_readiness_waits_for_metrics_where_the_flags_point(flags, expected):
     server = triton.TritonServer.__new__(triton.TritonServer)  # no process: only the flags are read
-    server.command, server.container = ["tritonserver", *flags], ""
-    assert server._metrics_probe_url() == expected
+    server.command, server.container, server.ports = ["tritonserver", *flags], "", PORTS
+    assert server.ready_urls() == [f"{server.http_url}/v2/health/ready", *([expected] if expected else [])]
+
+
+def test_metrics_flags_replace_labkits_own():
+    flags = triton.server_flags("/repo", PORTS, metrics_flags=["--metrics-port=9", "--metrics-address=127.0.0.2"])
+    assert flags.count("--metrics-address=127.0.0.2") == 1 and "--metrics-address=127.0.0.1" not in flags
+    assert "--metrics-port=9" in flags and "--metrics-port=18002" not in flags
+    assert "--allow-metrics=false" not in flags
+
+
+def test_python_env_goes_first_on_the_stubs_path(tmp_path):
+    env = triton.stub_environment(base={"PATH": "/usr/bin"}, python_env=tmp_path)
+    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "bin")
