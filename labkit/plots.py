@@ -46,10 +46,23 @@ def _shade_phases(ax, phases: pd.DataFrame | None, origin: float) -> None:
         ax.text(span.start - origin, 1.0, f" {name}", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
 
 
+def _finish(fig: plt.Figure, ax, ylabel: str, title: str, phases: pd.DataFrame | None, origin: float) -> plt.Figure:
+    """Label a plot over time (seconds since ``origin``): ``ax`` (the lowest) gets ``ylabel`` and the time
+    axis, the top one ``title``; shade the phases on every axis, and lay it out."""
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("time since start (s)")
+    fig.axes[0].set_title(title)
+    for each in fig.axes:
+        _shade_phases(each, phases, origin)
+    fig.tight_layout()
+    return fig
+
+
 def counter(
     frame: pd.DataFrame,
     sample: str,
     window: float = 5.0,
+    *,
     by: Sequence[str] = (),
     phases: pd.DataFrame | None = None,
     unit: str = "requests",
@@ -66,23 +79,19 @@ def counter(
     wide.index = _elapsed(wide.index, origin)
     wide.plot(ax=top, drawstyle="steps-post")
     top.set_ylabel(f"cumulative ({unit})")
-    top.set_title(f"{sample}: cumulative value and rate")
     rates = promql.rate(frame, sample, window, by=by, **labels)
     rates.index = _elapsed(rates.index, origin)
     rates.plot(ax=bottom)
-    bottom.set_ylabel(f"rate over {window:g} s ({unit}/s)")
-    bottom.set_xlabel("time since start (s)")
-    for ax in (top, bottom):
-        _shade_phases(ax, phases, origin)
-    fig.tight_layout()
-    return fig
+    title = f"{sample}: cumulative value and rate"
+    return _finish(fig, bottom, f"rate over {window:g} s ({unit}/s)", title, phases, origin)
 
 
 def gauge(
     frame: pd.DataFrame,
     sample: str,
-    phases: pd.DataFrame | None = None,
+    *,
     unit: str = "requests",
+    phases: pd.DataFrame | None = None,
     **labels: str,
 ) -> plt.Figure:
     """A gauge's sampled value over time (a gauge is read as is, never ``rate``-d)."""
@@ -91,12 +100,7 @@ def gauge(
     wide = promql.series(frame, sample, **labels).sum(axis=1)
     wide.index = _elapsed(wide.index, origin)
     wide.plot(ax=ax, drawstyle="steps-post", marker=".", markersize=3)
-    ax.set_ylabel(f"{sample} ({unit})")
-    ax.set_xlabel("time since start (s)")
-    ax.set_title(f"{sample}: sampled value")
-    _shade_phases(ax, phases, origin)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, f"{sample} ({unit})", f"{sample}: sampled value", phases, origin)
 
 
 def histogram_buckets(frame: pd.DataFrame, histogram: str, unit: str = "s", **labels: str) -> plt.Figure:
@@ -129,12 +133,7 @@ def quantiles(
     table.index = _elapsed(table.index, origin)
     fig, ax = plt.subplots(figsize=(9, 3.5))
     table.plot(ax=ax, marker=".", markersize=3)
-    ax.set_ylabel(f"latency ({unit})")
-    ax.set_xlabel("time since start (s)")
-    ax.set_title(f"{histogram}: quantiles over a {window:g} s window")
-    _shade_phases(ax, phases, origin)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, f"latency ({unit})", f"{histogram}: quantiles over a {window:g} s window", phases, origin)
 
 
 def bucket_increases(frame: pd.DataFrame, histogram: str, **labels: str) -> pd.DataFrame:

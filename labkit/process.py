@@ -1,22 +1,11 @@
 """Child processes that never outlive the Python that started them, and the one way to wait.
 
-:func:`wait_until` is the course's only polling loop: call a predicate until it
-answers, or raise after a timeout saying what was awaited.
-
-:class:`ManagedServer` is what the Triton and Prometheus handles share: a
-:class:`ManagedProcess` (process group, log, ``stop()``) with readiness over HTTP,
-a start error quoting the log, a context manager; :func:`start_with_port_retry`
-starts one on freshly picked ports.
-
-:class:`ManagedProcess` runs a command in its own process group (so everything
-it spawns, e.g. Triton's model stubs, goes with it), sends its output to a log
-file, and stops it:
-
-- on ``stop()``: SIGTERM, a grace period, then SIGKILL for the whole group (SIGKILL at once with ``graceful=False``);
-- at interpreter exit (``atexit``);
-- when the parent is killed, even with SIGKILL: a tiny watchdog process blocks
-  on a pipe whose only writer is the parent; EOF means the parent is gone, and
-  the watchdog ends the group (and removes a Docker container, if any).
+- :func:`wait_until`: the course's one polling loop; raises after a timeout saying what was awaited.
+- :class:`ManagedProcess`: a command in its own process group (what it spawns, e.g. Triton's model
+  stubs, goes with it), logged to a file, stopped by ``stop()``, at interpreter exit, and, through a
+  tiny watchdog that blocks on a pipe only the parent writes to, when the parent is killed (SIGKILL too).
+- :class:`ManagedServer`: a ManagedProcess with readiness over HTTP, a start error quoting its log and a
+  context manager: the base of the Triton and Prometheus handles; :func:`start_with_port_retry`.
 """
 
 from __future__ import annotations
@@ -207,11 +196,6 @@ class ManagedProcess:
         """Exit code once it has ended, else None."""
         return self.popen.poll()
 
-    @property
-    def stopped(self) -> bool:
-        """True once ``stop()`` has run."""
-        return self._log_text is not None
-
     def is_running(self) -> bool:
         """True while the command is alive."""
         return self.popen.poll() is None
@@ -271,7 +255,8 @@ class ManagedServer(ManagedProcess):
     """A :class:`ManagedProcess` that serves HTTP: readiness, a start error that quotes the log, context manager.
 
     Subclasses (``labkit.triton.TritonServer``, ``labkit.prometheus.Prometheus``) say which URLs must
-    answer 200 (:meth:`ready_urls`) and which error a failed start raises (:meth:`start_error`).
+    answer 200 (:meth:`ready_urls`), which error a failed start raises (:meth:`start_error`), and what
+    ``repr`` shows (``describe()``).
     """
 
     title = "server"  # how failures name it
@@ -305,10 +290,6 @@ class ManagedServer(ManagedProcess):
     def _failed(self, headline: str) -> Exception:
         self.stop()
         return self.start_error(headline)
-
-    def describe(self) -> str:
-        """What ``repr`` shows after the state (URLs)."""
-        return ""
 
     def __enter__(self: T) -> T:
         return self

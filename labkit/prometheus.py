@@ -1,22 +1,10 @@
 """Run a real Prometheus next to Triton and read PromQL results into pandas.
 
-``start(targets)`` writes a config that scrapes the given Triton servers (or
-metrics URLs) every ``scrape_interval`` seconds, starts the ``prometheus``
-binary on a free 127.0.0.1 port with its storage in a temp dir, waits for
-``/-/ready`` and returns a :class:`Prometheus` handle with ``query``,
-``query_range``, ``alerts``, ``rules``, ``targets``, ``set_rules`` (reload
-without restart) and ``stop()``. The process
-is supervised by :class:`labkit.process.ManagedProcess`: it is stopped by
-``stop()``, at interpreter exit, and when the Python that started it is killed.
-
-A missing binary raises :class:`PrometheusNotFoundError`, whose message ends
-with :data:`INSTALL_HINT`, the exact commands: ``sudo apt-get install
-prometheus`` (Debian/Ubuntu, brings ``promtool`` too), ``brew install
-prometheus`` (macOS), or the compose stack of ``docker/``, which brings its own.
-Notebook 05 lets it raise (it fails, and says how to install, in CI as
-elsewhere); the tests skip with that message, but fail when ``CI=true``
-(``tests/conftest.py``'s ``require_tool``); ``.ci/run`` installs the package
-where it is missing.
+``start(targets)`` writes a config scraping the given Triton servers (or metrics URLs), starts
+``prometheus`` on a free 127.0.0.1 port with its storage in a temp folder, and returns a
+:class:`Prometheus` handle (a :class:`labkit.process.ManagedServer`): ``query``, ``query_range``,
+``alerts``, ``rules``, ``targets``, ``set_rules`` (reload without restart), ``stop()``.
+A missing binary raises :class:`PrometheusNotFoundError` ending with :data:`INSTALL_HINT`.
 """
 
 from __future__ import annotations
@@ -134,9 +122,6 @@ def make_config(
     return config
 
 
-# ------------------------------------------------------------------ results
-
-
 def _labels_first(frame: pd.DataFrame) -> pd.DataFrame:
     labels = sorted(c for c in frame.columns if c not in ("time", "value"))
     if "__name__" in labels:
@@ -166,9 +151,6 @@ def result_frame(data: Mapping) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame({"time": pd.Series(dtype=float), "value": pd.Series(dtype=float)})
     return _labels_first(pd.DataFrame(rows))
-
-
-# ------------------------------------------------------------------- handle
 
 
 class Prometheus(ManagedServer):
@@ -209,7 +191,6 @@ class Prometheus(ManagedServer):
         parts += ["Last lines of its log:", *("  " + ln for ln in log[-15:])]
         return PrometheusStartError("\n".join([*parts, f"Command: {' '.join(self.command)}"]))
 
-    # API -----------------------------------------------------------------------
     def api(self, path: str, **params: Any) -> Any:
         """GET ``/api/v1/<path>`` and return its ``data``; a refused query raises :class:`PromQLError`."""
         response = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=30)
@@ -249,33 +230,18 @@ class Prometheus(ManagedServer):
     def targets(self) -> pd.DataFrame:
         """One row per scrape target: job, instance, health, last scrape time and error."""
         rows = [
-            {
-                "job": t["labels"].get("job"),
-                "instance": t["labels"].get("instance"),
-                "health": t["health"],
-                "last_scrape": t["lastScrape"],
-                "last_error": t["lastError"],
-            }
+            (t["labels"].get("job"), t["labels"].get("instance"), t["health"], t["lastScrape"], t["lastError"])
             for t in self.api("targets")["activeTargets"]
         ]
         return pd.DataFrame(rows, columns=["job", "instance", "health", "last_scrape", "last_error"])
 
     def rules(self) -> pd.DataFrame:
         """One row per loaded rule: group, name, type (recording/alerting), health, state, last error."""
-        rows = []
-        for group in self.api("rules")["groups"]:
-            for rule in group["rules"]:
-                rows.append(
-                    {
-                        "group": group["name"],
-                        "name": rule["name"],
-                        "type": rule["type"],
-                        "query": rule["query"],
-                        "health": rule["health"],
-                        "state": rule.get("state", ""),
-                        "last_error": rule.get("lastError", ""),
-                    }
-                )
+        rows = [
+            (g["name"], r["name"], r["type"], r["query"], r["health"], r.get("state", ""), r.get("lastError", ""))
+            for g in self.api("rules")["groups"]
+            for r in g["rules"]
+        ]
         return pd.DataFrame(rows, columns=["group", "name", "type", "query", "health", "state", "last_error"])
 
     def alerts(self) -> pd.DataFrame:
@@ -321,7 +287,6 @@ class Prometheus(ManagedServer):
         """The global scrape interval in seconds."""
         return _seconds(self.config["global"]["scrape_interval"])
 
-    # rules -------------------------------------------------------------------
     @property
     def rules_path(self) -> Path:
         """The rule file labkit writes (``rules=`` of :func:`start`, then :meth:`set_rules`)."""

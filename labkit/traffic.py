@@ -287,19 +287,11 @@ def run_phases(
             on_phase(phase)
         began = time.time()
         common = dict(protocol=protocol, model=model, sizes=phase.sizes, error_rate=phase.error_rate)
+        common.update(duration=phase.duration, seed=seed + number, progress=progress)
         if phase.rate:
-            frame = open_loop(
-                target, rate=phase.rate, duration=phase.duration, seed=seed + number, progress=progress, **common
-            )
+            frame = open_loop(target, rate=phase.rate, **common)
         elif phase.concurrency:
-            frame = closed_loop(
-                target,
-                concurrency=phase.concurrency,
-                duration=phase.duration,
-                seed=seed + number,
-                progress=progress,
-                **common,
-            )
+            frame = closed_loop(target, concurrency=phase.concurrency, **common)
         else:
             time.sleep(phase.duration)
             spans.append({"phase": phase.name, "start": began, "end": time.time()})

@@ -1,25 +1,13 @@
 """Start and stop a real Triton Inference Server, as a local process or in Docker.
 
-``start(model_repository)`` returns a :class:`TritonServer` handle, usable as a
-context manager, with ``http_url``, ``grpc_url``, ``metrics_url``, the server's
-log and ``stop()``.
+``start(model_repository)`` returns a :class:`TritonServer` (a :class:`labkit.process.ManagedServer`):
+``http_url``, ``grpc_url``, ``metrics_url``, the log, ``stop()``, a context manager. Every listener
+binds 127.0.0.1 on free ports; a failed start raises :class:`TritonStartError` with the reason from
+Triton's log; the server never outlives the Python that started it.
 
-How it keeps a classroom out of trouble:
-
-- free ports are picked and every listener binds 127.0.0.1, so two runs at once
-  never collide and nothing is exposed to the network;
-- readiness is awaited with a timeout, and a failed start raises
-  :class:`TritonStartError` quoting the end of Triton's log (a broken
-  ``model.py``'s traceback is in there);
-- the server is stopped by ``stop()``, at interpreter exit, and, through a tiny
-  watchdog process, even when the Python that started it is killed (SIGKILL
-  included): no orphaned ``tritonserver``.
-
-Local mode runs the real ``tritonserver`` 2.51.0 binary shipped in the
-``nvidia-pytriton==0.7.0`` wheel; the model's Python processes (the backend
-stubs) find this interpreter's packages (labkit puts its ``bin`` first on
-``PATH``, which is what the stub goes by), so they see the same numpy and
-packages as the notebook kernel whether or not the venv is activated.
+Local mode runs the ``tritonserver`` 2.51.0 binary of the ``nvidia-pytriton==0.7.0`` wheel, with
+this interpreter's ``bin`` first on ``PATH`` so the model stubs import its packages
+(:func:`stub_environment`).
 """
 
 from __future__ import annotations
@@ -35,7 +23,7 @@ import sysconfig
 import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import TRITON_IMAGE, TRITON_VERSION
@@ -60,6 +48,7 @@ STOP_ENV = "LABKIT_STOP"
 SHM_FLAG = "shm-region-prefix-name="
 
 
+@dataclass
 class TritonStartError(RuntimeError):
     """Triton could not be started. The message quotes the reason; the parts are fields too.
 
@@ -69,23 +58,15 @@ class TritonStartError(RuntimeError):
     Triton's other error lines; ``log_tail``: the last lines of its log; ``command``: how it was started.
     """
 
-    def __init__(
-        self,
-        headline: str,
-        *,
-        exit_code: int | None = None,
-        model_errors: dict[str, str] | None = None,
-        other_errors: Sequence[str] = (),
-        log_tail: Sequence[str] = (),
-        command: Sequence[str] = (),
-    ) -> None:
-        self.headline = headline
-        self.exit_code = exit_code
-        self.model_errors = dict(model_errors or {})
-        self.other_errors = list(other_errors)
-        self.log_tail = list(log_tail)
-        self.command = list(command)
-        super().__init__(self.text())
+    headline: str
+    exit_code: int | None = None
+    model_errors: dict[str, str] = field(default_factory=dict)
+    other_errors: list[str] = field(default_factory=list)
+    log_tail: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.text()
 
     @property
     def reason(self) -> str:
@@ -112,9 +93,6 @@ class TritonStartError(RuntimeError):
         return "\n".join(parts)
 
 
-# --------------------------------------------------------------------------- ports
-
-
 @dataclass(frozen=True)
 class Ports:
     """The three ports a Triton server listens on."""
@@ -127,9 +105,6 @@ class Ports:
     def pick(cls) -> "Ports":
         """Three free ports on 127.0.0.1."""
         return cls(*free_ports(3))
-
-
-# --------------------------------------------------------------------- local mode
 
 
 @dataclass(frozen=True)
@@ -204,7 +179,8 @@ def prepare_local_install() -> LocalInstall:
     target = cache_dir() / key
     backends = target / "backends"
     if not (backends / "python" / "triton_python_backend_stub").exists():
-        staging = Path(tempfile.mkdtemp(prefix=key + ".", dir=_mkdir(cache_dir())))
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=key + ".", dir=cache_dir()))
         py_dir = staging / "backends" / "python"
         py_dir.mkdir(parents=True)
         for item in (server_dir / "backends" / "python").iterdir():
@@ -220,11 +196,6 @@ def prepare_local_install() -> LocalInstall:
         libs_dir=root.parent / "nvidia_pytriton.libs",
         backend_dir=backends,
     )
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def stub_environment(
@@ -253,9 +224,6 @@ def stub_environment(
     add("LD_LIBRARY_PATH", libdirs)
     add("PATH", [str(Path(python_env) / "bin")] if python_env else [os.path.dirname(sys.executable)])
     return env
-
-
-# ------------------------------------------------------------------- docker mode
 
 
 def docker_image(image: str | None = None) -> str:
@@ -363,9 +331,6 @@ def docker_command(
     return cmd + server_flags("/models", inside, address=None, **flags)
 
 
-# --------------------------------------------------------------------- the handle
-
-
 class TritonServer(ManagedServer):
     """A running Triton server: its URLs, its log, and ``stop()``.
 
@@ -390,7 +355,6 @@ class TritonServer(ManagedServer):
         leftovers = [f"/dev/shm/{prefix}*"] if prefix and not container else []
         super().__init__(command, env, name="tritonserver", container=container, leftovers=leftovers)
 
-    # URLs ------------------------------------------------------------------
     @property
     def http_url(self) -> str:
         """Base URL of the HTTP/REST endpoint, e.g. ``http://127.0.0.1:41234``."""
@@ -424,7 +388,6 @@ class TritonServer(ManagedServer):
         args = self.command[self.command.index("tritonserver") + 1 :] if self.container else self.command[1:]
         return dict(arg[2:].split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)
 
-    # state -----------------------------------------------------------------
     def ready_urls(self) -> list[str]:
         """``/v2/health/ready``, and ``/metrics`` where it is served (it starts a moment after HTTP)."""
         return [f"{self.http_url}/v2/health/ready", *([self.metrics_url] if self.metrics_enabled else [])]
@@ -476,11 +439,8 @@ def start_error_from_log(
         model_errors=models,
         other_errors=errors[-10:],
         log_tail=tail[-(8 if models else 20) :],
-        command=command,
+        command=list(command),
     )
-
-
-# ----------------------------------------------------------------------- start()
 
 
 def start(

@@ -2,7 +2,7 @@
 
 Run it in notebook 00, or from a terminal (handy before a workshop)::
 
-    .venv/bin/python -m labkit.preflight
+    .venv/bin/python -m labcheck.preflight
 """
 
 from __future__ import annotations
