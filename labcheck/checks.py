@@ -76,11 +76,9 @@ def check_01(model_py: str | Path | None = None) -> Feedback:
     The model is loaded in a real Triton as ``metrics_demo``; requests of 3, 10
     and 100 values must move the counter by exactly 113.
     """
-    model_py = Path(model_py) if model_py else exercise_path("01", TEMPLATE_01)
-    if not model_py.exists() or model_py.read_text() == TEMPLATE_01.read_text():
-        return Feedback("01", NOT_ATTEMPTED, f"Edit {model_py} (a copy of step 1), then run this check again.")
-
-    frame, failed = _run_model("01", model_py, "metrics_demo", repository.REFERENCE_CONFIG, _requests_of((3, 10, 100)))
+    frame, failed = _run_model(
+        "01", model_py, TEMPLATE_01, "metrics_demo", repository.REFERENCE_CONFIG, _requests_of((3, 10, 100))
+    )
     if failed is not None:
         return failed
     rows = frame[frame["sample"] == "demo_input_values_total"]
@@ -115,8 +113,16 @@ KIND_CALLS = "make only the calls your metric's kind has (notebook 01 §2)"
 ABORTED_AT_LOAD = "aborted twice while loading your model"
 
 
-def _run_model(exercise: str, model_py: Path, name: str, config: Path, send: Callable[[triton.TritonServer], object]):
-    """Load ``model_py`` as ``name`` in a fresh Triton and return ``(send(server), None)``.
+def _run_model(
+    exercise: str,
+    model_py: str | Path | None,
+    template: Path,
+    name: str,
+    config: Path,
+    send: Callable[[triton.TritonServer], object],
+):
+    """Load ``model_py`` (default: the learner's copy of ``template``) as ``name`` in a fresh Triton and
+    return ``(send(server), None)``; ``(None, Feedback "not attempted")`` while it is still the template.
 
     A model that does not load, a request that fails, or a server that dies (on 2.51.0 a
     metric call that the server refuses can abort it) gives ``(None, Feedback WRONG)``
@@ -124,6 +130,10 @@ def _run_model(exercise: str, model_py: Path, name: str, config: Path, send: Cal
     """
     from tritonclient.utils import InferenceServerException
 
+    model_py = Path(model_py) if model_py else exercise_path(exercise, template)
+    if not model_py.exists() or model_py.read_text() == template.read_text():
+        copy = f" (a copy of {template.parent.name}/{template.name})"
+        return None, Feedback(exercise, NOT_ATTEMPTED, f"Edit {model_py}{copy}, then run this check again.")
     for attempt in range(2):
         repo = paths.scratch(f"check-{exercise}")
         repository.add_model(repo, name, model_py, config=config)
@@ -233,11 +243,9 @@ def check_01b(model_py: str | Path | None = None) -> Feedback:
     100 and 2000 values the histogram must read exactly ``_count`` 5, ``_sum`` 2163 and
     cumulative buckets le=10: 2, le=100: 4, le=1000: 4, le=+Inf: 5 (label sets added up).
     """
-    model_py = Path(model_py) if model_py else exercise_path("01b", TEMPLATE_01)
-    if not model_py.exists() or model_py.read_text() == TEMPLATE_01.read_text():
-        return Feedback("01b", NOT_ATTEMPTED, f"Edit {model_py} (a copy of step 1), then run this check again.")
-
-    frame, failed = _run_model("01b", model_py, "metrics_demo", repository.REFERENCE_CONFIG, _requests_of(SIZES_01B))
+    frame, failed = _run_model(
+        "01b", model_py, TEMPLATE_01, "metrics_demo", repository.REFERENCE_CONFIG, _requests_of(SIZES_01B)
+    )
     if failed is not None:
         return failed
     missing = _find_histogram("01b", frame, FAMILY_01B)
@@ -710,10 +718,7 @@ def check_07(model_py: str | Path | None = None) -> Feedback:
     The fixed model is loaded in a real Triton; 5 requests must all succeed and
     ``pitfall_deleted_requests_total`` must read 5.
     """
-    model_py = Path(model_py) if model_py else exercise_path("07", TEMPLATE_07)
-    if not model_py.exists() or model_py.read_text() == TEMPLATE_07.read_text():
-        return Feedback("07", NOT_ATTEMPTED, f"Fix {model_py} (a copy of the pitfall), then run this check again.")
-    result, failed = _run_model("07", model_py, "family_deleted", PITFALL_CONFIG, _traffic_07)
+    result, failed = _run_model("07", model_py, TEMPLATE_07, "family_deleted", PITFALL_CONFIG, _traffic_07)
     if failed is not None:
         return failed
     failures, frame = result
@@ -813,10 +818,7 @@ def check_08(model_py: str | Path | None = None) -> Feedback:
     at once, ``_count`` must equal Triton's ``nv_inference_exec_count`` and ``_sum`` its
     ``nv_inference_count`` (rows).
     """
-    model_py = Path(model_py) if model_py else exercise_path("08", TEMPLATE_08)
-    if not model_py.exists() or model_py.read_text() == TEMPLATE_08.read_text():
-        return Feedback("08", NOT_ATTEMPTED, f"Edit {model_py}, then run this check again.")
-    result, failed = _run_model("08", model_py, "cookbook_batching", BATCHING_CONFIG, _traffic_08)
+    result, failed = _run_model("08", model_py, TEMPLATE_08, "cookbook_batching", BATCHING_CONFIG, _traffic_08)
     if failed is not None:
         return failed
     missing = _find_histogram("08", result["alone"], FAMILY_08)

@@ -107,7 +107,7 @@ def check_local_server(start: bool = True) -> Check:
             meta = requests.get(f"{server.http_url}/v2", timeout=5).json()
             ready = requests.get(f"{server.http_url}/v2/models/metrics_demo/ready", timeout=5).status_code == 200
     except triton.TritonStartError as err:
-        return Check("local tritonserver", False, str(err).splitlines()[0], "see the error above; " + triton.LOCAL_HINT)
+        return Check("local tritonserver", False, err.headline, "see the error above; " + triton.LOCAL_HINT)
     version = meta.get("version", "?")
     ok = version == TRITON_VERSION and ready
     found = f"tritonserver {version}, metrics_demo {'ready' if ready else 'NOT ready'}"

@@ -144,8 +144,9 @@ def rate(
 
 
 def increase(frame: pd.DataFrame, sample: str, window: float, **options) -> pd.DataFrame:
-    """``sum by (by) (increase(sample{labels}[window]))``: :func:`rate` (same options) times the window."""
-    return rate(frame, sample, window, **options) * window
+    """``sum by (by) (increase(sample{labels}[window]))``, with :func:`rate`'s options; not divided by window."""
+    by, step, at = options.pop("by", ()), options.pop("step", None), options.pop("at", None)
+    return _delta_frame(frame, sample, window, by, step, False, options, at)
 
 
 def _le(value) -> float:
