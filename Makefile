@@ -2,6 +2,7 @@
 #   make lab    JupyterLab on notebooks/
 #   make test   ruff + unit tests + integration tests on a real Triton + every notebook (nbmake)
 #   make run    execute every notebook headless into build/run/ and render each to HTML
+#   make book   the course book, a static site with navigation and search, in build/book/html/
 #   make run-times  rewrite each notebook header's run time from the last `make test` (a report, not a test)
 #   make setup  only create .venv with the pinned requirements
 PYTHON ?= python3
@@ -9,8 +10,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+LAB_ARGS ?=
 
-.PHONY: setup lab test lint unit run clean bench tools
+.PHONY: setup lab test lint unit run clean bench tools book
 
 setup: $(STAMP)
 
@@ -26,8 +28,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# JupyterLab on 127.0.0.1 only; as root (a container, some Codespaces) it needs --allow-root
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS) notebooks/
+
+# The course book: a static site in build/book/html/ (README, every notebook with its outputs, the guides).
+# Outputs come from build/run/ (make run) where current, else each notebook is executed once.
+# BOOK_ARGS=--no-execute shows notebooks without outputs instead.
+book: setup tools
+	$(BIN)/python scripts/build_book.py $(BOOK_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -34,13 +34,15 @@ class Check:
 
 
 def pinned_requirements() -> dict[str, str]:
-    """``{package: version}`` pinned in requirements.txt (markers ignored)."""
+    """``{package: version}`` pinned in requirements.txt for this Python and platform (markers evaluated)."""
     pins = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.strip()
         if not line or line.startswith(("#", "-")):  # a comment, or a pip option such as --index-url
             continue
         requirement = Requirement(line.partition(" #")[0])
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue  # not for this Python or platform
         exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
         if exact:
             pins[requirement.name.lower()] = exact[0]
