@@ -13,6 +13,7 @@ sphinx-book-theme come from requirements.txt.
 from __future__ import annotations
 
 import argparse
+import html
 import re
 import shutil
 import subprocess
@@ -70,7 +71,7 @@ def progress_text(nb: nbformat.NotebookNode, model_id: str) -> str | None:
     bar = parts[1]["state"]
     filled = round(10 * bar.get("value", 0) / bar["max"]) if bar.get("max") else 0
     text = f"{parts[0]['state']['value']}|{'█' * filled}{' ' * (10 - filled)}|{parts[2]['state']['value']}"
-    return text.replace("\u2007", " ")
+    return html.unescape(text).replace("\u2007", " ")  # the parts are HTML widgets: "&lt;" is "<"
 
 
 def static_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -138,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=RUN, help="executed notebooks (default build/run)")
     args = parser.parse_args(argv)
     src = stage(args.out, execute=not args.no_execute, run_dir=args.run_dir)
-    html = args.out / "html"
-    shutil.rmtree(html, ignore_errors=True)
-    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-W", "--keep-going", str(src), str(html)]
+    site = args.out / "html"
+    shutil.rmtree(site, ignore_errors=True)
+    command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-W", "--keep-going", str(src), str(site)]
     done = subprocess.run(command)
     if done.returncode == 0:
-        print(f"book: {html / 'index.html'}")
+        print(f"book: {site / 'index.html'}")
     return done.returncode
 
 

@@ -115,7 +115,7 @@ def test_a_progress_bar_shows_its_final_state():
         "box": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_a", "IPY_MODEL_b", "IPY_MODEL_c"]}},
         "a": {"model_name": "HTMLModel", "state": {"value": "open\u2007loop:\u2007100%"}},
         "b": {"model_name": "FloatProgressModel", "state": {"value": 300.0, "max": 300.0}},
-        "c": {"model_name": "HTMLModel", "state": {"value": "\u2007300/300\u2007[00:06<00:00,\u200749.9req/s]"}},
+        "c": {"model_name": "HTMLModel", "state": {"value": "\u2007300/300\u2007[00:06&lt;00:00,\u200749.9req/s]"}},
     }
     nb = nbformat.v4.new_notebook()
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": state}}
