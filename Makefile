@@ -1,6 +1,6 @@
 # The course's commands. Each target sets up .venv itself first.
 #   make lab    JupyterLab on notebooks/
-#   make test   ruff + unit tests + integration tests on a real Triton + every notebook (nbmake)
+#   make test   ruff + unit tests + integration tests on a real Triton + every notebook (nbmake), on 2 workers
 #   make run    execute every notebook headless into build/run/ and render each to HTML
 #   make book   the course book, a static site with navigation and search, in build/book/html/
 #   make run-times  rewrite each notebook header's run time from the last `make test` (a report, not a test)
@@ -10,6 +10,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test: test files (and notebooks) run on this many workers at once (pytest-xdist), each its own file;
+# every server binds its own free 127.0.0.1 ports, so they do not collide. TEST_WORKERS=0 runs them one by one.
+TEST_WORKERS ?= 2
 LAB_ARGS ?=
 
 .PHONY: setup lab test lint unit run clean bench tools book
@@ -53,7 +56,7 @@ tools:
 	fi
 
 test: setup lint tools
-	$(BIN)/python -m pytest -v -rs --durations=15 --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -v -rs --durations=15 -n $(TEST_WORKERS) --dist loadfile --nbmake --nbmake-timeout=600 tests notebooks $(PYTEST_ARGS)
 
 run: setup
 	$(BIN)/python scripts/run_notebooks.py
