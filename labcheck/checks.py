@@ -1018,3 +1018,8 @@ def _grade_09(answer, reference: float, mistakes: list[tuple[float, str]]) -> Fe
         )
     hint = next((h for v, h in mistakes if np.isclose(value, v, rtol=1e-9, atol=0)), "")
     return Feedback("09", WRONG, f"It gave {value * 1e3:.1f} ms: " + (hint or "not the fleet's p95 over the last 1m."))
+
+
+from labcheck.slo import check_10  # noqa: E402,F401
+from labcheck.streaming import check_11  # noqa: E402,F401
+from labcheck.traces import check_12  # noqa: E402,F401

@@ -88,6 +88,10 @@ def test_alert_condition_holds_and_the_alert_is_pending(stack, alert):
         if not p95 > 0.025:  # a faster machine computes the largest input under the objective
             assert prom.query(rule["expr"]).empty
             pytest.skip(f"p95 was {p95 * 1e3:.1f} ms here, under the 25 ms objective: no fault to alert on")
+    if alert.startswith("DemoLatencyBurnRate") and prom.query(rule["expr"]).empty:
+        slow = prom.query("model:demo_request_duration_seconds:slow_ratio_rate5m")["value"].max()
+        if not slow > 0.144:  # a faster machine computes most of the largest inputs within the 25 ms objective
+            pytest.skip(f"{slow:.0%} of requests took over 25 ms here, under the pages' 14.4%: no fault to alert on")
     frame = prom.query(rule["expr"])
     assert not frame.empty, f"{alert}: its condition returned nothing under its fault"
     states = prom.alerts()
