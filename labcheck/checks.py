@@ -925,11 +925,6 @@ def evaluate_promql_09(queries: list[str]) -> list[tuple[str, list[tuple[str, fl
     """Evaluate each query at the end of :func:`fleet_series_09` with Prometheus's own engine
     (``promtool test rules``, no server): ``(error, [(labels, value), ...])`` per query."""
     import json
-    import re
-
-    import yaml
-
-    from labkit import prometheus
 
     sentinel = -123456.789  # what no query gives: every test "fails" and promtool prints what it got
     input_series = [
@@ -947,7 +942,19 @@ def evaluate_promql_09(queries: list[str]) -> list[tuple[str, list[tuple[str, fl
         "evaluation_interval": f"{STEP_09_S}s",
         "tests": [{"interval": f"{STEP_09_S}s", "input_series": input_series, "promql_expr_test": tests}],
     }
-    path = paths.scratch("check-09") / "fleet_test.yml"
+    return promtool_results(unit, "check-09", len(queries))
+
+
+def promtool_results(unit: dict, name: str, expected: int) -> list[tuple[str, list[tuple[str, float]]]]:
+    """Run ``promtool test rules`` on ``unit`` (a rule-test file as a dict; its tests expect nothing, so promtool
+    prints what each query got) and return, per query in order, (its error or "", [(labels, value), ...])."""
+    import re
+
+    import yaml
+
+    from labkit import prometheus
+
+    path = paths.scratch(name) / "unit_test.yml"
     path.write_text(yaml.safe_dump(unit, sort_keys=False))
     out = prometheus.promtool("test", "rules", str(path))
     results: list[list] = []  # promtool prints one "expr:" line per query, in order, then what it got
@@ -959,8 +966,8 @@ def evaluate_promql_09(queries: list[str]) -> list[tuple[str, list[tuple[str, fl
             text = line.removeprefix("        got: ").strip()
             samples = [] if text == "nil" else re.findall(r"(\{[^}]*\}) (\S+?)(?:, |$)", text)
             results[-1][1] = [(labels, float(value)) for labels, value in samples]
-    if len(results) != len(queries):
-        raise RuntimeError(f"promtool answered {len(results)} results for {len(queries)} queries:\n{out.stdout}")
+    if len(results) != expected:
+        raise RuntimeError(f"promtool answered {len(results)} results for {expected} queries:\n{out.stdout}")
     return [(error, samples) for error, samples in results]
 
 

@@ -15,7 +15,6 @@ and known-wrong answers through this checker.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -126,9 +125,6 @@ def histogram_series(scenario: Scenario) -> list[dict]:
 def evaluate_10(queries: list[str]) -> list[list[tuple[str, list[tuple[str, float]]]]]:
     """Each query at the end of each scenario, with Prometheus's own engine: per query, per scenario,
     ``(error, [(labels, value), ...])`` (an empty list: it returned nothing)."""
-    import yaml
-
-    from labkit import paths, prometheus
 
     sentinel = -123456.789  # what no query gives: every test "fails" and promtool prints what it got
     tests = []
@@ -146,20 +142,9 @@ def evaluate_10(queries: list[str]) -> list[list[tuple[str, list[tuple[str, floa
         ]
         tests.append({"interval": "1m", "input_series": input_series, "promql_expr_test": checks})
     unit = {"rule_files": [], "evaluation_interval": "1m", "tests": tests}
-    path = paths.scratch("check-10") / "latency_page_test.yml"
-    path.write_text(yaml.safe_dump(unit, sort_keys=False))
-    out = prometheus.promtool("test", "rules", str(path))
-    results: list[list] = []  # one "expr:" line per query and scenario, in order, then what it got
-    for line in (out.stdout + out.stderr).splitlines():
-        if line.startswith("    expr: "):
-            error = re.search(r", time: [^,]+, err: (.*)$", line)
-            results.append([error.group(1).strip() if error else "", []])
-        elif line.startswith("        got: ") and results:
-            text = line.removeprefix("        got: ").strip()
-            samples = [] if text == "nil" else re.findall(r"(\{[^}]*\}) (\S+?)(?:, |$)", text)
-            results[-1][1] = [(labels, float(value)) for labels, value in samples]
-    if len(results) != len(queries) * len(SCENARIOS_10):
-        raise RuntimeError(f"promtool gave {len(results)} results for {len(queries)} queries:\n{out.stdout}")
+    from labcheck.checks import promtool_results  # not at the top: labcheck.checks imports this module
+
+    results = promtool_results(unit, "check-10", len(queries) * len(SCENARIOS_10))
     per_scenario = [results[i * len(queries) : (i + 1) * len(queries)] for i in range(len(SCENARIOS_10))]
     return [[tuple(per_scenario[s][q]) for s in range(len(SCENARIOS_10))] for q in range(len(queries))]
 
