@@ -1027,6 +1027,7 @@ def _grade_09(answer, reference: float, mistakes: list[tuple[float, str]]) -> Fe
     return Feedback("09", WRONG, f"It gave {value * 1e3:.1f} ms: " + (hint or "not the fleet's p95 over the last 1m."))
 
 
+from labcheck.quality import check_13  # noqa: E402,F401
 from labcheck.slo import check_10  # noqa: E402,F401
 from labcheck.streaming import check_11  # noqa: E402,F401
 from labcheck.traces import check_12  # noqa: E402,F401
