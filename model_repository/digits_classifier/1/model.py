@@ -1,0 +1,231 @@
+"""digits_classifier: a real classifier served with onnxruntime, with quality and drift metrics beside latency.
+
+The model is scikit-learn's ``StandardScaler`` + ``LogisticRegression`` trained on its bundled 8x8 digits and
+exported to ONNX by ``scripts/train_digits.py``, which also wrote ``training_stats.json`` next to this file
+(per-pixel means and standard deviations, the pixel range, the drift baseline and the training class shares).
+Input ``IMAGES`` (FP32, shape [n, 64]: n images of 8x8 pixels, values 0..16); outputs ``LABELS`` (INT64, [n])
+and ``PROBABILITIES`` (FP32, [n, 10]), exactly what the ONNX model returns.
+
+Each request goes through three timed phases: **validate** (read the tensor and check it), **inference**
+(``onnxruntime``) and **postprocess** (build the response and compute the quality metrics). Metrics, all with
+``model`` and ``version`` labels (``triton_metrics.init``), every label value from a fixed, small set:
+
+- ``digits_phase_duration_seconds{phase="validate"|"inference"|"postprocess"}`` (histogram): seconds per
+  accepted request in each phase; ``_count`` is the number of accepted requests.
+- ``digits_predictions_total{class="0".."9"}`` (counter): accepted images by predicted class. Its mix,
+  ``sum by (class) (rate(...))`` over the total, is compared with the training mix below.
+- ``digits_prediction_confidence`` (histogram): the top-class probability of each accepted image. The share
+  under 0.9 (``le="0.9"`` bucket over ``_count``) rises when the model meets inputs unlike its training data.
+- ``digits_input_drift_score`` (histogram): per accepted image, the root mean square of its 64 per-pixel
+  z-scores against the training data (standard deviations floored at 1 pixel unit), divided by the training
+  set's 99th percentile of that distance. 1.0 is "as unusual as the 1 % most unusual training images", so
+  the drift signal, the share of images above 1 (``1 - bucket{le="1"} / _count``), is about 1 % on
+  in-distribution data and climbs with noise, shifts or rotations. A histogram (not a gauge of the latest
+  batch) so that it adds up across instances and over any time window.
+- ``digits_input_errors_total{reason="wrong_shape"|"empty_batch"|"not_finite"|"out_of_range"}`` (counter):
+  rejected requests, by the first failed check in that order. A rejected request gets an ``INVALID_ARG``
+  error response that says what is wrong; its images count nowhere else.
+- ``digits_training_class_share{class="0".."9"}`` (gauge): each class's share of the training labels, set
+  once in ``initialize``: the baseline a class-mix alert compares with.
+
+Per-execute aggregation: a metric call to the server costs 15-40 us, so nothing is sent per image or per
+request. Counters and histograms are added up in this process (``triton_metrics`` with ``aggregate=True``, and
+:class:`BatchHistogram`, which counts a whole batch with numpy) and sent every ``flush_s`` seconds (a
+parameter of ``config.pbtxt``, default 1) and in ``finalize``: a scrape sees each image at most that late.
+Aggregated histograms are written as counters ``<name>_bucket{le=...}``, ``<name>_sum`` and
+``<name>_count``, which ``histogram_quantile`` reads like a native histogram; their ``# TYPE`` lines say
+``counter``, so ``promtool check metrics`` asks for a ``_total`` suffix on them (see ``dropin/triton_metrics.py``).
+
+The ``metrics`` parameter ``"off"`` runs the same validation, inference and response without any metric:
+``make bench`` loads both and compares them. The drop-in helper is found as in ``metrics_helper_demo``:
+next to this file, else ``<repository>/../dropin`` (``/dropin`` in Docker).
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+try:
+    import triton_metrics as tm  # next to model.py: the layout of your own model
+except ModuleNotFoundError:  # this course's single copy: <repository>/../dropin
+    sys.path.append(str(Path(__file__).resolve().parents[3] / "dropin"))
+    import triton_metrics as tm
+
+try:
+    import onnxruntime as ort
+except ModuleNotFoundError as err:
+    raise ModuleNotFoundError(
+        "digits_classifier runs onnxruntime in the model's Python: install it there "
+        "(pip install -r requirements.txt; a tritonserver container image does not ship it)"
+    ) from err
+
+HERE = Path(__file__).resolve().parent
+FEATURES = 64
+CLASSES = tuple(str(c) for c in range(10))
+PHASES = ("validate", "inference", "postprocess")
+REASONS = ("wrong_shape", "empty_batch", "not_finite", "out_of_range")  # checked in this order
+PHASE_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1]
+CONFIDENCE_BUCKETS = [0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0]
+DRIFT_BUCKETS = [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0]
+
+
+class InputError(ValueError):
+    """A request the model refuses: ``reason`` is one of :data:`REASONS`, the message says what to send."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def check_images(images: np.ndarray, low: float, high: float) -> None:
+    """Raise :class:`InputError` unless ``images`` is a non-empty [n, 64] batch of finite values in low..high."""
+    if images.ndim != 2 or images.shape[1] != FEATURES:
+        raise InputError(
+            "wrong_shape",
+            f"IMAGES must have shape [n, {FEATURES}] (n images of 8x8 pixels), got {list(images.shape)}",
+        )
+    if images.shape[0] == 0:
+        raise InputError("empty_batch", f"IMAGES is an empty batch (shape [0, {FEATURES}]): send at least one image")
+    finite = np.isfinite(images)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        raise InputError(
+            "not_finite",
+            f"IMAGES has {len(bad)} NaN or infinite values (first in image {bad[0][0]}, pixel {bad[0][1]})",
+        )
+    outside = (images < low) | (images > high)
+    if outside.any():
+        bad = np.argwhere(outside)
+        raise InputError(
+            "out_of_range",
+            f"IMAGES values must lie in the training pixel range {low:g}..{high:g}; {len(bad)} do not "
+            f"(min {images.min():g}, max {images.max():g}, first in image {bad[0][0]}, pixel {bad[0][1]})",
+        )
+
+
+class BatchHistogram:
+    """A histogram filled a whole batch at a time, in the model, and flushed as ``triton_metrics`` does.
+
+    ``observe_many(values)`` counts the values into buckets with numpy (``searchsorted``) and adds one number
+    per bucket to aggregated counters: the cost does not grow with the batch. Written like an aggregated
+    ``tm.Histogram``: counters ``<name>_bucket{le}`` (cumulative), ``<name>_sum``, ``<name>_count``.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: list[float]) -> None:
+        self.bounds = np.asarray(tm.check_buckets(buckets), dtype=np.float64)
+        les = [f"{b:.16g}" for b in self.bounds] + ["+Inf"]  # Triton's spelling of le: 0.5, 1, +Inf
+        family = tm.Counter(f"{name}_bucket", documentation, ["le"], aggregate=True, conventions=False)
+        self.buckets = [family.labels(le=le) for le in les]
+        self.sum = tm.Counter(f"{name}_sum", documentation + " (sum)", aggregate=True, conventions=False)
+        self.count = tm.Counter(f"{name}_count", documentation + " (count)", aggregate=True, conventions=False)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """Record every value of ``values`` (finite, >= 0)."""
+        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.buckets))
+        for series, cumulative in zip(self.buckets, np.cumsum(counts).tolist()):  # noqa: B905 (same length)
+            if cumulative:
+                series.inc(cumulative)
+        self.sum.inc(float(np.sum(values)))
+        self.count.inc(len(values))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        setting = {key: value["string_value"] for key, value in parameters.items()}
+        self.metrics = setting.get("metrics", "on") != "off"
+        stats = json.loads((HERE / "training_stats.json").read_text())
+        self.low, self.high = (float(v) for v in stats["pixel_range"])
+        self.means = np.asarray(stats["feature_means"], dtype=np.float64)
+        self.stds = np.asarray(stats["feature_stds"], dtype=np.float64)
+        self.drift_p99 = float(stats["drift_distance_p99"])
+        # one thread, no thread pool: the model is a 64 x 10 matrix product, far too small to split, and on a
+        # small machine a pool's spinning threads would take CPU from Triton and the other models
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(str(HERE / "digits.onnx"), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        if not self.metrics:
+            return
+        tm.init(args, flush_interval_s=float(setting.get("flush_s", "1")))
+        phases = tm.Histogram(
+            "digits_phase_duration_seconds",
+            "Seconds the model spends per accepted request in each phase (validate, inference, postprocess)",
+            ["phase"],
+            buckets=PHASE_BUCKETS,
+            aggregate=True,
+        )
+        self.phase = [phases.labels(phase=p) for p in PHASES]
+        predictions = tm.Counter(
+            "digits_predictions_total", "Accepted images by predicted class", ["class"], aggregate=True
+        )
+        self.predictions = [predictions.labels(c) for c in CLASSES]  # all 10 at 0 from the start
+        errors = tm.Counter("digits_input_errors_total", "Rejected requests by reason", ["reason"], aggregate=True)
+        self.errors = {reason: errors.labels(reason) for reason in REASONS}
+        self.confidence = BatchHistogram(
+            "digits_prediction_confidence", "Top-class probability of each accepted image", CONFIDENCE_BUCKETS
+        )
+        self.drift = BatchHistogram(
+            "digits_input_drift_score",
+            "Per accepted image: RMS z-score distance from the training data over the training 99th percentile",
+            DRIFT_BUCKETS,
+        )
+        share = tm.Gauge("digits_training_class_share", "Share of each class in the training labels", ["class"])
+        for label in CLASSES:
+            share.labels(label).set(float(stats["class_shares"][label]))
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self.handle(request))
+            except InputError as err:
+                if self.metrics:
+                    self.errors[err.reason].inc()
+                error = pb_utils.TritonError(f"digits_classifier: {err}", pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+            except Exception as err:  # a bug or a runtime failure: an error response, the server stays up
+                error = pb_utils.TritonError(f"digits_classifier: {err.__class__.__name__}: {err}")
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
+        return responses
+
+    def handle(self, request) -> "pb_utils.InferenceResponse":
+        """One request: validate, run the ONNX model, build the response (and record its metrics)."""
+        start = time.perf_counter()
+        images = pb_utils.get_input_tensor_by_name(request, "IMAGES").as_numpy()
+        check_images(images, self.low, self.high)
+        validated = time.perf_counter()
+        labels, probabilities = self.session.run(None, {self.input_name: np.ascontiguousarray(images)})
+        inferred = time.perf_counter()
+        response = pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("LABELS", labels.astype(np.int64, copy=False)),
+                pb_utils.Tensor("PROBABILITIES", probabilities.astype(np.float32, copy=False)),
+            ]
+        )
+        if not self.metrics:
+            return response
+        self.record_quality(images, labels, probabilities)
+        done = time.perf_counter()
+        for series, seconds in zip(self.phase, (validated - start, inferred - validated, done - inferred)):  # noqa: B905
+            series.observe(seconds)
+        return response
+
+    def record_quality(self, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> None:
+        """Class counts, top-class probabilities and drift scores of one accepted batch: a few calls in all."""
+        for series, count in zip(self.predictions, np.bincount(labels, minlength=10).tolist()):  # noqa: B905
+            if count:
+                series.inc(count)
+        self.confidence.observe_many(probabilities.max(axis=1))
+        z = (images.astype(np.float64) - self.means) / self.stds
+        self.drift.observe_many(np.sqrt(np.mean(z * z, axis=1)) / self.drift_p99)
+
+    def finalize(self):
+        if self.metrics:
+            tm.close()  # send what the last interval gathered
