@@ -24,7 +24,10 @@ Each request goes through three timed phases: **validate** (read the tensor and 
   batch) so that it adds up across instances and over any time window.
 - ``digits_input_errors_total{reason="wrong_shape"|"empty_batch"|"not_finite"|"out_of_range"}`` (counter):
   rejected requests, by the first failed check in that order. A rejected request gets an ``INVALID_ARG``
-  error response that says what is wrong; its images count nowhere else.
+  error response that says what is wrong; its images count nowhere else. Triton 2.51.0 counts such a request
+  in ``nv_inference_request_success`` (an error *response* from a Python model is a success to Triton: server
+  issue #7713), so this counter is the one that shows it. A 1-D or 3-D ``IMAGES`` never reaches the model:
+  Triton refuses a rank other than the two of ``dims: [-1, -1]`` itself, with its own 400 error.
 - ``digits_training_class_share{class="0".."9"}`` (gauge): each class's share of the training labels, set
   once in ``initialize``: the baseline a class-mix alert compares with.
 
