@@ -83,22 +83,27 @@ def schedule(models: Sequence[str], seconds: float, warmup: float, begin: float)
     return windows
 
 
-def _request(model: str, width: int = 4):
+#: What a request carries when the schedule names no input for its model: the bench model's ``INPUT0`` [1, 4].
+DEFAULT_INPUT = ("INPUT0", np.ones((1, 4), dtype=np.float32))
+
+
+def _request(model: str, name: str, values: np.ndarray):
     from tritonclient.grpc import service_pb2
 
     request = service_pb2.ModelInferRequest(model_name=model)
     tensor = request.inputs.add()
-    tensor.name, tensor.datatype = "INPUT0", "FP32"
-    tensor.shape.extend([1, width])
-    request.raw_input_contents.append(np.ones((1, width), dtype=np.float32).tobytes())
+    tensor.name, tensor.datatype = name, "FP32"
+    tensor.shape.extend(values.shape)
+    request.raw_input_contents.append(np.ascontiguousarray(values, dtype=np.float32).tobytes())
     return request
 
 
-async def _follow(url: str, windows: Sequence[Window], concurrency: int):
+async def _follow(url: str, windows: Sequence[Window], concurrency: int, inputs: dict | None = None):
     import grpc
     from tritonclient.grpc import service_pb2_grpc
 
-    prepared = {model: _request(model) for model in {w.model for w in windows}}
+    inputs = inputs or {}
+    prepared = {model: _request(model, *inputs.get(model, DEFAULT_INPUT)) for model in {w.model for w in windows}}
     latencies: list[list[float]] = [[] for _ in windows]
     errors = [0] * len(windows)
     cpu = [0.0] * len(windows)
@@ -135,8 +140,8 @@ async def _follow(url: str, windows: Sequence[Window], concurrency: int):
     return [np.asarray(x, dtype=np.float64) for x in latencies], errors, cpu, os.getpid()
 
 
-def _worker(url: str, windows: Sequence[Window], concurrency: int):
-    return asyncio.run(_follow(url, windows, concurrency))
+def _worker(url: str, windows: Sequence[Window], concurrency: int, inputs: dict | None = None):
+    return asyncio.run(_follow(url, windows, concurrency, inputs))
 
 
 def _ready() -> int:
@@ -163,11 +168,16 @@ class LoadGenerator:
         if len(pids) != processes:
             raise RuntimeError(f"asked for {processes} load processes, got {len(pids)}")
 
-    def run_schedule(self, url: str, windows: Sequence[Window]) -> list[WindowResult]:
-        """Every worker follows ``windows``; returns one result per window, all workers together."""
+    def run_schedule(self, url: str, windows: Sequence[Window], inputs: dict | None = None) -> list[WindowResult]:
+        """Every worker follows ``windows``; returns one result per window, all workers together.
+
+        ``inputs``: per model, the ``(name, FP32 array)`` its requests carry (default :data:`DEFAULT_INPUT`).
+        """
         if windows[0].start < time.time() + 0.2:
             raise ValueError("the schedule must begin at least 0.2 s from now, so every worker starts on time")
-        futures = [self.pool.submit(_worker, url, list(windows), self.concurrency) for _ in range(self.processes)]
+        futures = [
+            self.pool.submit(_worker, url, list(windows), self.concurrency, inputs) for _ in range(self.processes)
+        ]
         parts = [future.result() for future in futures]
         if len({p[3] for p in parts}) != self.processes:
             raise RuntimeError("the load's workers did not run in separate processes")

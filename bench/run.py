@@ -21,6 +21,12 @@
    ``preferred_batch_size`` are ``--batch`` (8), with a queue delay that lets
    the batcher wait for a full batch, and the load keeps 32 requests in flight
    (the table's ``mean batch`` shows it held).
+3. **A real model.** ``model_repository/digits_classifier`` (onnxruntime, with its
+   quality and drift metrics) is loaded twice in the same server, with its
+   ``metrics`` parameter ``off`` and ``on``, and measured the same way, the
+   ``off`` copy before and after every ``on`` window; each request carries
+   ``--digits-images`` held-out images (8). The table gives the ratios of
+   throughput, CPU per request and client latency, on over off.
 
 It prints a table, then one JSON line (``per_call_us``, ``throughput_ratio``,
 ``uninstrumented_rps`` and more). ``python -m bench --help`` lists the knobs.
@@ -59,6 +65,9 @@ CALLS_PER = {
 BATCH = 8  # max_batch_size = preferred_batch_size of every variant
 FLUSH_S = 0.25  # the aggregated variant's flush interval: several flushes inside every measured window
 KINDS = ("perf_counter", "increment", "set", "observe")
+DIGITS_SOURCE = paths.MODEL_REPOSITORY / "digits_classifier"
+DIGITS = ("digits_metrics_off", "digits_metrics_on")  # the baseline first
+DIGITS_IMAGES = 8  # images per request
 
 
 def model_name(variant: str, work_us: int = 0) -> str:
@@ -119,6 +128,32 @@ def _set_parameter(config: str, key: str, value: str) -> str:
     if count != 1:
         raise ValueError(f"parameter {key!r} not found in bench_model/config.pbtxt")
     return config
+
+
+def add_digits(dest: str | Path, flush_s: float = FLUSH_S) -> list[str]:
+    """Copies of ``digits_classifier`` in ``dest``, one per name of :data:`DIGITS`: metrics off, metrics on.
+
+    Each gets its ``name``, its ``metrics`` parameter and ``flush_s``, and a copy of the drop-in helper next to
+    its ``model.py``. Returns the names, the baseline first.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    source = (DIGITS_SOURCE / "config.pbtxt").read_text()
+    for name in DIGITS:
+        shutil.copytree(DIGITS_SOURCE, dest / name, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        config = re.sub(r'^name:\s*"[^"]*"', f'name: "{name}"', source, flags=re.MULTILINE)
+        config = _set_parameter(config, "metrics", name.rsplit("_", 1)[1])
+        config = _set_parameter(config, "flush_s", f"{flush_s:g}")
+        (dest / name / "config.pbtxt").write_text(config)
+        repository.add_helper(dest / name)
+    return list(DIGITS)
+
+
+def digits_input(images: int = DIGITS_IMAGES) -> tuple[str, np.ndarray]:
+    """What each request to a digits copy carries: ``IMAGES``, the first ``images`` images of sklearn's digits."""
+    from sklearn.datasets import load_digits
+
+    return "IMAGES", load_digits().data[:images].astype(np.float32)
 
 
 # ------------------------------------------------------------------ per-call cost
@@ -212,13 +247,15 @@ def measure(
     seconds: float,
     warmup: float = 0.1,
     progress: bool = True,
+    inputs: dict[str, tuple[str, np.ndarray]] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, float]]:
     """Run ``cycles`` cycles of back-to-back windows of load (see :func:`interleaved`).
 
     Returns one row per window (``window``, its place in time; ``cycle``,
     ``model``, ``throughput_rps``, ``requests`` and the CPU seconds of the load
     workers, tritonserver and the model's stub in the measured part), every
-    counted latency per model, and the mean batch size per model.
+    counted latency per model, and the mean batch size per model. ``inputs``:
+    per model, the ``(name, array)`` its requests carry (default: the bench model's).
     """
     order = interleaved(models, cycles)
     windows = schedule(order, seconds, warmup, time.time() + 1.0)
@@ -227,7 +264,7 @@ def measure(
     if not progress:
         sampler.per_cycle = len(windows) + 1
     sampler.start()
-    results = load.run_schedule(server.grpc_url, windows)
+    results = load.run_schedule(server.grpc_url, windows, inputs)
     sampler.join()
     after = _batch_counts(server, models)
     rows = []
@@ -435,6 +472,56 @@ def report(costs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -
     return result
 
 
+def report_digits(table: pd.DataFrame, args: argparse.Namespace) -> dict:
+    """Print the digits_classifier table (metrics on against off); return its part of the JSON summary."""
+    off, on = table.loc[DIGITS[0]], table.loc[DIGITS[1]]
+    print(
+        f"A real model, digits_classifier (onnxruntime), metrics off and on: {args.cycles} cycles of "
+        f"{args.seconds:g} s each, off before and after each on window ({args.digits_images} images per request, "
+        f"no batching by Triton; on flushes every {args.flush:g} s):"
+    )
+    shown = pd.DataFrame(
+        {
+            "req/s": table["throughput_rps"].round(0).to_numpy(),
+            "vs off": table["ratio"].round(3).to_numpy(),
+            "(q25-q75)": [f"{a:.2f}-{b:.2f}" for a, b in zip(table["ratio_q25"], table["ratio_q75"], strict=True)],
+            "CPU us/req": table["cpu_us"].round(1).to_numpy(),
+            "vs off (CPU)": table["cpu_ratio"].round(3).to_numpy(),
+            "stub CPU us/req": table["stub_cpu_us"].round(1).to_numpy(),
+            "p50 ms": table["p50_ms"].round(2).to_numpy(),
+            "p99 ms": table["p99_ms"].round(2).to_numpy(),
+        },
+        index=pd.Index(["metrics off", "metrics on"], name="digits_classifier"),
+    )
+    if table["errors"].any():
+        shown["errors"] = table["errors"].to_numpy()
+    print(shown.to_string())
+    print(
+        f"on/off: throughput {on['ratio']:.3f}, CPU per request {1 / on['cpu_ratio']:.3f} "
+        f"(+{on['cpu_us'] - off['cpu_us']:.1f} us, stub +{on['stub_cpu_us'] - off['stub_cpu_us']:.1f} us), "
+        f"p50 latency {on['p50_ms'] / off['p50_ms']:.3f}, p99 latency {on['p99_ms'] / off['p99_ms']:.3f}"
+    )
+    print()
+    return {
+        "images_per_request": args.digits_images,
+        "throughput_rps": {"off": round(float(off["throughput_rps"]), 1), "on": round(float(on["throughput_rps"]), 1)},
+        "throughput_ratio": round(float(on["ratio"]), 3),
+        "throughput_ratio_quartiles": [round(float(on[q]), 3) for q in ("ratio_q25", "ratio_q75")],
+        "cpu_ratio": round(float(on["cpu_ratio"]), 3),
+        "server_cpu_ratio": round(float(on["server_cpu_ratio"]), 3),
+        "cpu_us_per_request": {"off": round(float(off["cpu_us"]), 1), "on": round(float(on["cpu_us"]), 1)},
+        "stub_cpu_us_per_request": {
+            "off": round(float(off["stub_cpu_us"]), 1),
+            "on": round(float(on["stub_cpu_us"]), 1),
+        },
+        "p50_ms": {"off": round(float(off["p50_ms"]), 3), "on": round(float(on["p50_ms"]), 3)},
+        "p99_ms": {"off": round(float(off["p99_ms"]), 3), "on": round(float(on["p99_ms"]), 3)},
+        "p50_ratio": round(float(on["p50_ms"] / off["p50_ms"]), 3),
+        "p99_ratio": round(float(on["p99_ms"] / off["p99_ms"]), 3),
+        "errors": int(table["errors"].sum()),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark; print the table, then the JSON line. Returns the JSON as a dict."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
@@ -449,6 +536,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--flush", type=float, default=FLUSH_S, help=f"aggregated: seconds between flushes (default {FLUSH_S:g})"
     )
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from " + ",".join(VARIANTS))
+    parser.add_argument(
+        "--digits-images",
+        type=int,
+        default=DIGITS_IMAGES,
+        help=f"images per request to digits_classifier, metrics off vs on (default {DIGITS_IMAGES}; 0 skips it)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -458,13 +551,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     repo = build_repository(paths.scratch("bench") / "models", variants, batch=args.batch, flush_s=args.flush)
+    digits = add_digits(repo, args.flush) if args.digits_images > 0 else []
     with triton.start(repo) as server, LoadGenerator(args.processes, args.concurrency) as load:
         costs = per_call_us(call_seconds(server, args.calls))
         models = [model_name(v) for v in variants]
         rows, latencies, batches = measure(
             server, load, models, args.cycles, args.seconds, args.warmup, progress=not args.quiet
         )
+        if digits:
+            inputs = dict.fromkeys(digits, digits_input(args.digits_images))
+            digit_rows, digit_latencies, digit_batches = measure(
+                server, load, digits, args.cycles, args.seconds, args.warmup, not args.quiet, inputs
+            )
     result = report(costs, summarize(rows, latencies, batches, model_name("none")), args)
+    if digits:
+        result["digits"] = report_digits(summarize(digit_rows, digit_latencies, digit_batches, digits[0]), args)
     result["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     result["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(result), flush=True)

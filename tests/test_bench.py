@@ -36,6 +36,21 @@ def test_build_repository_sets_each_variant(tmp_path):
         bench.build_repository(tmp_path / "x", ["fancy"])
 
 
+def test_add_digits_copies_the_real_model_with_metrics_off_and_on(tmp_path):
+    names = bench.add_digits(tmp_path, flush_s=0.5)
+    assert names == ["digits_metrics_off", "digits_metrics_on"]
+    for name, setting in zip(names, ("off", "on"), strict=True):
+        config = (tmp_path / name / "config.pbtxt").read_text()
+        assert f'name: "{name}"' in config and f'string_value: "{setting}"' in config
+        assert 'string_value: "0.5"' in config
+        assert (tmp_path / name / "1" / "digits.onnx").read_bytes() == (
+            bench.DIGITS_SOURCE / "1" / "digits.onnx"
+        ).read_bytes()
+        assert (tmp_path / name / "1" / "triton_metrics.py").read_bytes() == paths.HELPER.read_bytes()
+    name, images = bench.digits_input(3)
+    assert name == "IMAGES" and images.shape == (3, 64) and images.dtype == np.float32
+
+
 def test_every_variant_window_sits_between_two_baseline_windows():
     order = bench.interleaved(["none", "a", "b", "c"], cycles=3)
     assert order[0] == order[-1] == "none" and len(order) == 3 * 6 + 1
@@ -128,6 +143,7 @@ def test_variants_make_the_calls_they_claim(tmp_path):
 def test_python_m_bench_prints_a_table_then_json():
     command = [sys.executable, "-m", "bench", "--cycles", "1", "--seconds", "0.3", "--warmup", "0.1"]
     command += ["--calls", "50", "--processes", "1", "--concurrency", "4", "--batch", "2", "--quiet"]
+    command += ["--digits-images", "4"]
     done = subprocess.run(command, cwd=paths.ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
@@ -146,3 +162,12 @@ def test_python_m_bench_prints_a_table_then_json():
     # a metric call is a round trip to the server process: far dearer than reading the clock
     for kind in ("increment", "set", "observe"):
         assert result["per_call_us"][kind] > 5 * result["per_call_us"]["perf_counter"]
+    # the real model, metrics off and on, side by side: both served every request, the ratios are real numbers
+    assert "digits_classifier" in done.stdout and "metrics on" in done.stdout and "metrics off" in done.stdout
+    digits = result["digits"]
+    assert digits["images_per_request"] == 4 and digits["errors"] == 0
+    assert all(v > 0 for v in digits["throughput_rps"].values()) and set(digits["throughput_rps"]) == {"off", "on"}
+    for key in ("throughput_ratio", "cpu_ratio", "server_cpu_ratio", "p50_ratio", "p99_ratio"):
+        assert np.isfinite(digits[key]) and digits[key] > 0, key
+    assert digits["throughput_ratio_quartiles"][0] <= digits["throughput_ratio_quartiles"][1]
+    assert all(v > 0 for v in digits["cpu_us_per_request"].values())

@@ -24,14 +24,20 @@ Each request goes through three timed phases: **validate** (read the tensor and 
   batch) so that it adds up across instances and over any time window.
 - ``digits_input_errors_total{reason="wrong_shape"|"empty_batch"|"not_finite"|"out_of_range"}`` (counter):
   rejected requests, by the first failed check in that order. A rejected request gets an ``INVALID_ARG``
-  error response that says what is wrong; its images count nowhere else.
+  error response that says what is wrong; its images count nowhere else. Triton 2.51.0 counts such a request
+  in ``nv_inference_request_success`` (an error *response* from a Python model is a success to Triton: server
+  issue #7713), so this counter is the one that shows it. A 1-D or 3-D ``IMAGES`` never reaches the model:
+  Triton refuses a rank other than the two of ``dims: [-1, -1]`` itself, with its own 400 error.
 - ``digits_training_class_share{class="0".."9"}`` (gauge): each class's share of the training labels, set
   once in ``initialize``: the baseline a class-mix alert compares with.
 
-Per-execute aggregation: a metric call to the server costs 15-40 us, so nothing is sent per image or per
-request. Counters and histograms are added up in this process (``triton_metrics`` with ``aggregate=True``, and
-:class:`BatchHistogram`, which counts a whole batch with numpy) and sent every ``flush_s`` seconds (a
-parameter of ``config.pbtxt``, default 1) and in ``finalize``: a scrape sees each image at most that late.
+Aggregation in the model: a metric call to the server costs 15-40 us, so nothing is sent per image or per
+request. Per request, the phase times go to ``triton_metrics`` histograms with ``aggregate=True`` (a list entry
+each), and the batch's class counts, confidences and drift scores are counted with numpy into
+:class:`BatchCounter` and :class:`BatchHistogram` totals (a few array additions, however many images). A push
+thread hands those totals to aggregated ``triton_metrics`` counters and sends everything to the server every
+``flush_s`` seconds (a parameter of ``config.pbtxt``, default 1), and ``finalize`` sends the rest: a scrape
+sees each image at most one interval late. ``make bench`` measures what all this costs per request.
 Aggregated histograms are written as counters ``<name>_bucket{le=...}``, ``<name>_sum`` and
 ``<name>_count``, which ``histogram_quantile`` reads like a native histogram; their ``# TYPE`` lines say
 ``counter``, so ``promtool check metrics`` asks for a ``_total`` suffix on them (see ``dropin/triton_metrics.py``).
@@ -43,6 +49,7 @@ next to this file, else ``<repository>/../dropin`` (``/dropin`` in Docker).
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,7 +67,7 @@ try:
 except ModuleNotFoundError as err:
     raise ModuleNotFoundError(
         "digits_classifier runs onnxruntime in the model's Python: install it there "
-        "(pip install -r requirements.txt; a tritonserver container image does not ship it)"
+        "(this course's .venv: pip install -r requirements.txt; a container image: pip install onnxruntime)"
     ) from err
 
 HERE = Path(__file__).resolve().parent
@@ -90,16 +97,14 @@ def check_images(images: np.ndarray, low: float, high: float) -> None:
         )
     if images.shape[0] == 0:
         raise InputError("empty_batch", f"IMAGES is an empty batch (shape [0, {FEATURES}]): send at least one image")
-    finite = np.isfinite(images)
-    if not finite.all():
-        bad = np.argwhere(~finite)
+    if not np.isfinite(images).all():
+        bad = np.argwhere(~np.isfinite(images))
         raise InputError(
             "not_finite",
             f"IMAGES has {len(bad)} NaN or infinite values (first in image {bad[0][0]}, pixel {bad[0][1]})",
         )
-    outside = (images < low) | (images > high)
-    if outside.any():
-        bad = np.argwhere(outside)
+    if images.min() < low or images.max() > high:
+        bad = np.argwhere((images < low) | (images > high))
         raise InputError(
             "out_of_range",
             f"IMAGES values must lie in the training pixel range {low:g}..{high:g}; {len(bad)} do not "
@@ -108,11 +113,12 @@ def check_images(images: np.ndarray, low: float, high: float) -> None:
 
 
 class BatchHistogram:
-    """A histogram filled a whole batch at a time, in the model, and flushed as ``triton_metrics`` does.
+    """A histogram counted a whole batch at a time, with numpy, in the model; ``push()`` hands the counts over.
 
-    ``observe_many(values)`` counts the values into buckets with numpy (``searchsorted``) and adds one number
-    per bucket to aggregated counters: the cost does not grow with the batch. Written like an aggregated
-    ``tm.Histogram``: counters ``<name>_bucket{le}`` (cumulative), ``<name>_sum``, ``<name>_count``.
+    ``observe_many(values)`` adds the batch's count per bucket (``np.searchsorted``, ``np.bincount``) and its sum
+    to numpy totals: no call per value, none to the server. ``push()`` (every ``flush_s``, from the model's push
+    thread, and in ``finalize``) adds the totals to aggregated counters written like an aggregated
+    ``tm.Histogram``: ``<name>_bucket{le}`` (cumulative), ``<name>_sum``, ``<name>_count``.
     """
 
     def __init__(self, name: str, documentation: str, buckets: list[float]) -> None:
@@ -122,15 +128,54 @@ class BatchHistogram:
         self.buckets = [family.labels(le=le) for le in les]
         self.sum = tm.Counter(f"{name}_sum", documentation + " (sum)", aggregate=True, conventions=False)
         self.count = tm.Counter(f"{name}_count", documentation + " (count)", aggregate=True, conventions=False)
+        self.mutex = threading.Lock()
+        self.pending = np.zeros(len(les), dtype=np.int64)  # per bucket, not cumulative
+        self.total = 0.0
 
     def observe_many(self, values: np.ndarray) -> None:
         """Record every value of ``values`` (finite, >= 0)."""
-        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.buckets))
-        for series, cumulative in zip(self.buckets, np.cumsum(counts).tolist()):  # noqa: B905 (same length)
-            if cumulative:
-                series.inc(cumulative)
-        self.sum.inc(float(np.sum(values)))
-        self.count.inc(len(values))
+        counts = np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.pending))
+        total = float(values.sum())
+        with self.mutex:
+            self.pending += counts
+            self.total += total
+
+    def push(self) -> None:
+        """Add what was observed since the last push to the aggregated counters."""
+        with self.mutex:
+            counts, self.pending = self.pending, np.zeros_like(self.pending)
+            total, self.total = self.total, 0.0
+        cumulative = np.cumsum(counts).tolist()
+        if cumulative[-1]:
+            for series, count in zip(self.buckets, cumulative):  # noqa: B905 (same length)
+                if count:
+                    series.inc(count)
+            self.sum.inc(total)
+            self.count.inc(cumulative[-1])
+
+
+class BatchCounter:
+    """A counter with one label whose values are ``0..size-1`` (class ids), counted a batch at a time with numpy."""
+
+    def __init__(self, name: str, documentation: str, label: str, size: int) -> None:
+        family = tm.Counter(name, documentation, [label], aggregate=True)
+        self.series = [family.labels(str(i)) for i in range(size)]  # every value at 0 from the start
+        self.mutex = threading.Lock()
+        self.pending = np.zeros(size, dtype=np.int64)
+
+    def add(self, ids: np.ndarray) -> None:
+        """Count each id of ``ids`` once (ints in 0..size-1)."""
+        counts = np.bincount(ids, minlength=len(self.pending))
+        with self.mutex:
+            self.pending += counts
+
+    def push(self) -> None:
+        """Add what was counted since the last push to the aggregated counter."""
+        with self.mutex:
+            counts, self.pending = self.pending, np.zeros_like(self.pending)
+        for series, count in zip(self.series, counts.tolist()):  # noqa: B905 (same length)
+            if count:
+                series.inc(count)
 
 
 class TritonPythonModel:
@@ -140,9 +185,12 @@ class TritonPythonModel:
         self.metrics = setting.get("metrics", "on") != "off"
         stats = json.loads((HERE / "training_stats.json").read_text())
         self.low, self.high = (float(v) for v in stats["pixel_range"])
-        self.means = np.asarray(stats["feature_means"], dtype=np.float64)
-        self.stds = np.asarray(stats["feature_stds"], dtype=np.float64)
-        self.drift_p99 = float(stats["drift_distance_p99"])
+        # drift score = sqrt(mean_j ((x_j - mean_j) / std_j)^2) / p99, expanded so that a batch costs two
+        # matrix-vector products: sum_j x_j^2 w_j - x . (2 mean w) + sum_j mean_j^2 w_j, with w = 1 / std^2
+        means = np.asarray(stats["feature_means"], dtype=np.float64)
+        weights = 1.0 / np.asarray(stats["feature_stds"], dtype=np.float64) ** 2
+        self.drift_terms = (weights, 2.0 * means * weights, float(np.sum(means * means * weights)))
+        self.drift_scale = 1.0 / (FEATURES * float(stats["drift_distance_p99"]) ** 2)
         # one thread, no thread pool: the model is a 64 x 10 matrix product, far too small to split, and on a
         # small machine a pool's spinning threads would take CPU from Triton and the other models
         options = ort.SessionOptions()
@@ -153,7 +201,8 @@ class TritonPythonModel:
         self.input_name = self.session.get_inputs()[0].name
         if not self.metrics:
             return
-        tm.init(args, flush_interval_s=float(setting.get("flush_s", "1")))
+        flush_s = float(setting.get("flush_s", "1"))
+        tm.init(args, flush_interval_s=flush_s)
         phases = tm.Histogram(
             "digits_phase_duration_seconds",
             "Seconds the model spends per accepted request in each phase (validate, inference, postprocess)",
@@ -162,10 +211,7 @@ class TritonPythonModel:
             aggregate=True,
         )
         self.phase = [phases.labels(phase=p) for p in PHASES]
-        predictions = tm.Counter(
-            "digits_predictions_total", "Accepted images by predicted class", ["class"], aggregate=True
-        )
-        self.predictions = [predictions.labels(c) for c in CLASSES]  # all 10 at 0 from the start
+        self.predictions = BatchCounter("digits_predictions_total", "Accepted images by predicted class", "class", 10)
         errors = tm.Counter("digits_input_errors_total", "Rejected requests by reason", ["reason"], aggregate=True)
         self.errors = {reason: errors.labels(reason) for reason in REASONS}
         self.confidence = BatchHistogram(
@@ -179,6 +225,11 @@ class TritonPythonModel:
         share = tm.Gauge("digits_training_class_share", "Share of each class in the training labels", ["class"])
         for label in CLASSES:
             share.labels(label).set(float(stats["class_shares"][label]))
+        # the batch counts reach the aggregated counters, and the server, every flush_s: one thread does both
+        self.batched = (self.predictions, self.confidence, self.drift)
+        self.stop = threading.Event()
+        self.pusher = threading.Thread(target=self.push_every, args=(flush_s,), name="digits-push", daemon=True)
+        self.pusher.start()
 
     def execute(self, requests):
         responses = []
@@ -218,14 +269,34 @@ class TritonPythonModel:
         return response
 
     def record_quality(self, images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> None:
-        """Class counts, top-class probabilities and drift scores of one accepted batch: a few calls in all."""
-        for series, count in zip(self.predictions, np.bincount(labels, minlength=10).tolist()):  # noqa: B905
-            if count:
-                series.inc(count)
+        """Class counts, top-class probabilities and drift scores of one accepted batch: numpy sums only."""
+        self.predictions.add(labels)
         self.confidence.observe_many(probabilities.max(axis=1))
-        z = (images.astype(np.float64) - self.means) / self.stds
-        self.drift.observe_many(np.sqrt(np.mean(z * z, axis=1)) / self.drift_p99)
+        self.drift.observe_many(self.drift_scores(images))
+
+    def drift_scores(self, images: np.ndarray) -> np.ndarray:
+        """Per image: RMS of its per-pixel z-scores against the training data, over the training p99."""
+        x = images.astype(np.float64)
+        weights, cross, constant = self.drift_terms
+        squares = (x * x) @ weights - x @ cross + constant
+        return np.sqrt(np.maximum(squares, 0.0) * self.drift_scale)
+
+    def push(self) -> None:
+        """Hand the batch counts to the aggregated counters, then send every aggregated metric to the server."""
+        for batched in self.batched:
+            batched.push()
+        tm.flush()
+
+    def push_every(self, seconds: float) -> None:
+        while not self.stop.wait(seconds):
+            try:
+                self.push()
+            except Exception as err:  # keep pushing; say why in Triton's log
+                pb_utils.Logger.log_error(f"digits_classifier: push failed: {err.__class__.__name__}: {err}")
 
     def finalize(self):
         if self.metrics:
-            tm.close()  # send what the last interval gathered
+            self.stop.set()
+            self.pusher.join(5)
+            self.push()  # what the last interval gathered
+            tm.close()
