@@ -4,7 +4,8 @@ Prometheus loads docker/prometheus/rules/*.yml as they are and scrapes, in the
 job ``triton`` the rules and dashboards expect:
 
 - Triton with the reference model, under traffic with 30% bad requests and
-  the largest inputs (slow requests);
+  the largest inputs (slow requests), and with digits_classifier, sent held-out
+  images shifted two pixels (drifted: every quality signal past its threshold);
 - a Triton with no model loaded (answers, but exports no demo_* metrics);
 - a port where nothing listens (a Triton that is down).
 
@@ -20,11 +21,14 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 import requests
+import tritonclient.http as httpclient
 
 from labkit import paths, process, traffic, triton
 from labkit import prometheus as lp
+from scripts import train_digits
 from tests import monitoring_files as mf
 from tests.conftest import require_tool
 
@@ -38,17 +42,38 @@ def stack():
     require_tool("prometheus", lp.INSTALL_HINT)
     dead = f"127.0.0.1:{process.free_port()}"
     with (
-        triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"]) as server,
+        triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo", "digits_classifier"]) as server,
         triton.start(paths.MODEL_REPOSITORY, models=[]) as empty,
         lp.start([server, empty, dead], scrape_interval=1.0, rule_files=mf.RULE_FILES) as prom,
     ):
         prom.wait_for('up{job="triton"} == 1')
         begin = time.time()
+        send_drifted_digits(server)
         load = traffic.closed_loop(server, concurrency=2, duration=6, sizes=4096, error_rate=0.3, progress=False)
         time.sleep(1.5)
         end = time.time()
         gpu = "nv_gpu_utilization" in requests.get(server.metrics_url, timeout=5).text
         yield {"prom": prom, "server": server, "begin": begin, "end": end, "load": load, "gpu": gpu, "dead": dead}
+
+
+def send_drifted_digits(server, passes: int = 2) -> None:
+    """The held-out images shifted two pixels to the right, twice (900 images, over the rules' floor of 300)."""
+    images, _ = train_digits.load_heldout()
+    squares = images.reshape(-1, 8, 8)
+    shifted = np.zeros_like(squares)
+    shifted[:, :, 2:] = squares[:, :, :-2]
+    client = traffic.make_client(server, "http")
+    for chunk in np.array_split(np.tile(shifted.reshape(-1, 64), (passes, 1)), 10 * passes):
+        tensor = httpclient.InferInput("IMAGES", list(chunk.shape), "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(chunk))
+        client.infer("digits_classifier", inputs=[tensor])
+    client.close()
+
+
+def rule_model(name: str) -> str:
+    """The model a rule is about: the quality rules read digits_classifier, the others metrics_demo."""
+    quality = name.startswith(("model:digits_", "model_class:digits_", "Digits"))
+    return "digits_classifier" if quality else "metrics_demo"
 
 
 def test_traffic_had_errors_and_slow_requests(stack):
@@ -75,7 +100,7 @@ def test_recording_rule_returns_data(stack, record):
     frame = stack["prom"].query(record)
     assert not frame.empty, f"{record}: no data"
     assert frame["value"].map(math.isfinite).any(), frame
-    assert set(frame["model"]) == {"metrics_demo"}
+    assert set(frame["model"]) == {rule_model(record)}
 
 
 @pytest.mark.parametrize("alert", [a["alert"] for a in mf.alerts()])
