@@ -9,7 +9,8 @@
   response from a Python model is a success to Triton 2.51.0, server issue #7713); 1-D and 3-D tensors are
   refused by Triton itself, before the model: no counter moves at all; exact counts under concurrency; the
   training class shares; drifted inputs raise the drift share and lower the confidence; ``promtool check
-  metrics`` flags only the aggregated histograms' counter families.
+  metrics`` flags only the aggregated histograms' counter families; the ``metrics: off`` copy (``make bench``)
+  exports nothing and answers the same; unloading sends the last interval (``finalize``).
 
 The model sends its sums to Triton every second (``flush_s``): every count is read again, bounded, until it
 settles (``labkit.scrape.settle``).
@@ -382,3 +383,39 @@ def test_promtool_flags_only_the_aggregated_histograms(server, client):
     rest = "".join(line + "\n" for line in ours.splitlines() if not any(name in line for name in HISTOGRAMS))
     assert "digits_predictions_total" in rest and "digits_training_class_share" in rest
     assert subprocess.run([promtool, "check", "metrics"], input=rest, capture_output=True, text=True).returncode == 0
+
+
+@pytest.mark.integration
+def test_metrics_off_serves_the_same_outputs_and_finalize_sends_the_last_interval(tmp_path):
+    """The bench's two copies: ``off`` exports none of the families and answers the same; ``on`` with a flush
+    interval longer than the test sends nothing until it is unloaded, then every image (``finalize``)."""
+    from bench import run as bench
+
+    off, on = bench.add_digits(tmp_path, flush_s=1000)
+    images, _ = train_digits.load_heldout()
+    with triton.start(tmp_path, models=[off, on]) as started:
+        client = httpclient.InferenceServerClient(started.http_url.removeprefix("http://"), network_timeout=60)
+        try:
+            outputs = {}
+            for name in (off, on):
+                tensor = httpclient.InferInput("IMAGES", list(images.shape), "FP32")
+                tensor.set_data_from_numpy(images)
+                result = client.infer(name, inputs=[tensor])
+                outputs[name] = (result.as_numpy("LABELS"), result.as_numpy("PROBABILITIES"))
+            np.testing.assert_array_equal(outputs[off][0], outputs[on][0])
+            np.testing.assert_array_equal(outputs[off][1], outputs[on][1])
+            time.sleep(1.5)
+            frame = scrape.scrape(started.metrics_url)
+            assert scrape.select(frame, "digits_predictions_total", model=off).empty  # off: no family at all
+            # on: the training shares are set at once, the counts wait for a flush that is 1000 s away
+            assert len(scrape.select(frame, "digits_training_class_share", model=on)) == 10
+            assert scrape.value(frame, "digits_input_drift_score_count", model=on) == 0
+            client.unload_model(on)  # runs finalize: the last interval is pushed and sent
+        finally:
+            client.close()
+        n = float(len(images))
+        scrape.settled_value(started.metrics_url, "digits_input_drift_score_count", n, timeout=SETTLE_S, model=on)
+        frame = scrape.scrape(started.metrics_url)
+        assert scrape.value(frame, "digits_prediction_confidence_count", model=on) == n
+        assert scrape.value(frame, "digits_predictions_total", model=on) == n
+        assert scrape.value(frame, "digits_phase_duration_seconds_count", model=on, phase="inference") == 1
