@@ -11,6 +11,12 @@
 # Ports are published on 127.0.0.1 only: HTTP 8000, gRPC 8001, metrics 8002
 # (override with HTTP_PORT, GRPC_PORT, METRICS_PORT). The model repository is
 # mounted read-only; --rm removes the container when it stops (Ctrl-C).
+# --shm-size, --ulimit memlock=-1 and --ulimit stack=67108864 are the python_backend Quick Start's
+# flags: the Python backend exchanges tensors with its model processes through shared memory.
+#
+# It runs on bash 3.2 (stock macOS, where Docker is the only way to run Triton): an array that may be
+# empty is expanded as ${name[@]+"${name[@]}"}, since bash < 4.4 takes "${name[@]}" of an empty array
+# for an unbound variable under `set -u` (tests/test_run_triton_script.py checks it).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 TRITON_IMAGE="${TRITON_IMAGE:-nvcr.io/nvidia/tritonserver:24.10-py3}"
@@ -27,13 +33,13 @@ if [ -d "$MODEL_REPOSITORY/../dropin" ]; then
   helper_mount=(-v "$(cd "$MODEL_REPOSITORY/../dropin" && pwd):/dropin:ro")
 fi
 
-cmd=(docker run --rm "${gpu_flags[@]}"
-  --shm-size=1g
+cmd=(docker run --rm ${gpu_flags[@]+"${gpu_flags[@]}"}
+  --shm-size=1g --ulimit memlock=-1 --ulimit stack=67108864
   -p "127.0.0.1:${HTTP_PORT}:8000"
   -p "127.0.0.1:${GRPC_PORT}:8001"
   -p "127.0.0.1:${METRICS_PORT}:8002"
   -v "$(cd "$MODEL_REPOSITORY" && pwd):/models:ro"
-  "${helper_mount[@]}"
+  ${helper_mount[@]+"${helper_mount[@]}"}
   "$TRITON_IMAGE"
   tritonserver --model-repository=/models --allow-metrics=true --metrics-interval-ms=1000)
 

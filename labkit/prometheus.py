@@ -29,7 +29,7 @@ INSTALL_HINT = (
     "Debian/Ubuntu: `sudo apt-get install prometheus` (it brings promtool; if it starts a service on port 9090, "
     "`sudo systemctl disable --now prometheus`); macOS: `brew install prometheus`; "
     "or run the whole stack in Docker: "
-    "`GRAFANA_ADMIN_PASSWORD=<choose one> docker compose -f docker/compose.yaml up -d`"
+    "`GRAFANA_ADMIN_PASSWORD=<choose one> docker compose -p triton-metrics -f docker/compose.yaml up -d`"
 )
 JOB = "triton"
 

@@ -317,8 +317,8 @@ def docker_command(
     cmd = ["docker", "run", "--rm", "--name", name]
     if gpus:
         cmd += ["--gpus", "all"]
-    cmd += [
-        f"--shm-size={shm_size}",
+    cmd += [  # shared memory and ulimits as in python_backend's Quick Start
+        f"--shm-size={shm_size}", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
         "-p", f"127.0.0.1:{ports.http}:8000",
         "-p", f"127.0.0.1:{ports.grpc}:8001",
         "-p", f"127.0.0.1:{ports.metrics}:8002",

@@ -79,11 +79,34 @@ def datasource_uid() -> str:
     return sources[0]["uid"]
 
 
-def concrete(expr: str, rate_interval: str = "5s", model: str = ".+") -> str:
+COMPOSE_JOB = "triton"  # the job of docker/prometheus/prometheus.yml
+OPERATOR_JOB = "triton/triton"  # the Prometheus Operator's job for PodMonitor triton in namespace triton
+
+
+def variables(dashboard: dict) -> dict[str, dict]:
+    """A dashboard's template variables, by name."""
+    return {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
+
+
+def concrete(expr: str, rate_interval: str = "5s", model: str = ".+", job: str = COMPOSE_JOB) -> str:
     """A dashboard query with Grafana's variables replaced, ready for Prometheus' API."""
     expr = expr.replace("$__rate_interval", rate_interval).replace("${__rate_interval}", rate_interval)
     expr = expr.replace("$__interval", rate_interval).replace("${__interval}", rate_interval)
+    expr = re.sub(r"\$\{?job\}?", job, expr)
     return re.sub(r"\$\{?model\}?", model, expr)
+
+
+def label_values_query(variable: dict) -> tuple[str, str]:
+    """``(label, series selector)`` of a ``label_values(selector, label)`` query variable."""
+    query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+    match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+    assert match, f"{variable['name']}: not a label_values query: {query}"
+    return match.group(2), match.group(1)
+
+
+def recorded_in_compose_rules(expr: str) -> list[str]:
+    """The recording rules of docker/prometheus/rules/ that ``expr`` reads (a cluster has them only if loaded)."""
+    return [r["record"] for r in recordings() if re.search(rf"(?<![\w:]){re.escape(r['record'])}(?![\w:])", expr)]
 
 
 GPU_METRICS = ("nv_gpu_",)

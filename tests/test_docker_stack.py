@@ -1,10 +1,11 @@
 """docker/compose.yaml and its GPU override, read with PyYAML (no Docker engine needed).
 
 Pinned images (Triton's through ``${TRITON_IMAGE:-<pinned>}``, the variable docker/run_triton.sh and
-labkit.triton read too), loopback-only ports, no default password, every mounted path
-present, and the files it mounts are the ones promtool and the lint tests check.
-When a Compose CLI is installed (`docker compose` or Debian's `docker-compose`),
-`config` validates the files too (it needs no engine).
+labkit.triton read too), loopback-only ports, no default password (checked when Grafana starts, so that
+`ps`, `logs` and `down` need none), health checks, every mounted path present, and the files it mounts are
+the ones promtool and the lint tests check. When a Compose CLI is installed (`docker compose` or Debian's
+`docker-compose`), `config` validates the files too (it needs no engine), and `ps`, `logs` and `down` get
+past reading the files without the password.
 """
 
 from __future__ import annotations
@@ -85,12 +86,83 @@ def test_ports_only_on_loopback(name):
 
 
 def test_grafana_password_from_the_environment_without_default():
+    """Empty when unset (no `:?`: Compose would refuse `ps`, `logs` and `down` in a shell without it), never a
+    default password; the entrypoint refuses an empty one (next test)."""
     env = SERVICES["grafana"]["environment"]
-    password = env["GF_SECURITY_ADMIN_PASSWORD"]
-    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", password), "required variable, no default"
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
     text = mf.COMPOSE.read_text()
-    assert "GRAFANA_ADMIN_PASSWORD:-" not in text and "GRAFANA_ADMIN_PASSWORD-" not in text
+    assert "GRAFANA_ADMIN_PASSWORD:?" not in text and "GRAFANA_ADMIN_PASSWORD?" not in text
+    assert not re.search(r"GRAFANA_ADMIN_PASSWORD:?-[^}]", text), "no default password"
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+
+
+def grafana_entrypoint(tmp_path: Path, password: str | None) -> subprocess.CompletedProcess:
+    """Grafana's entrypoint from compose.yaml, run by sh with the image's /run.sh replaced by a stub."""
+    entrypoint = SERVICES["grafana"]["entrypoint"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"] and len(entrypoint) == 4
+    script = entrypoint[2].replace("$$", "$")  # Compose's escape for a literal $
+    assert 'exec /run.sh "$@"' in script  # the image's own entrypoint (grafana/grafana Dockerfile: ENTRYPOINT /run.sh)
+    stub = tmp_path / "run.sh"
+    stub.write_text('#!/bin/sh\necho "grafana started with $# arguments"\n')
+    stub.chmod(0o755)
+    env = {"PATH": os.environ["PATH"]}
+    if password is not None:
+        env["GF_SECURITY_ADMIN_PASSWORD"] = password
+    command = ["sh", "-c", script.replace("/run.sh", str(stub)), entrypoint[3]]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("password", [None, ""])
+def test_grafana_refuses_to_start_without_a_password(tmp_path, password):
+    out = grafana_entrypoint(tmp_path, password)
+    assert out.returncode == 1 and "GRAFANA_ADMIN_PASSWORD is not set" in out.stderr
+    assert "grafana started" not in out.stdout
+
+
+def test_grafana_starts_with_a_password(tmp_path):
+    out = grafana_entrypoint(tmp_path, "s3cret")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "grafana started with 0 arguments"
+
+
+HEALTH = {  # service: (tool in its image, path, port inside the container)
+    "triton": ("curl", "/v2/health/ready", "8000"),  # server build.py (v2.51.0) installs curl in the image
+    "prometheus": ("wget", "/-/ready", "9090"),  # a busybox image: wget, no curl
+    "grafana": ("curl", "/api/health", "3000"),  # the Dockerfile installs curl (apk add ... curl)
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_a_health_check(name):
+    check = SERVICES[name]["healthcheck"]
+    tool, path, port = HEALTH[name]
+    assert check["test"][0] == "CMD" and check["test"][1] == tool
+    assert check["test"][-1] == f"http://localhost:{port}{path}"
+    published = {p.rsplit(":", 1)[1] for p in SERVICES[name]["ports"]}
+    assert port in published, f"{name}: {port} is not the port the service listens on"
+    assert {"interval", "timeout", "retries"} <= check.keys()
+    if name == "triton":
+        assert "start_period" in check, "model loading must not count as failures"
+
+
+COMPOSE_LINE = re.compile(r"docker[ -]compose\b[^\n`\"]*-f docker/compose\.yaml[^\n`\"]*")
+
+
+def compose_command_lines() -> list[tuple[str, str]]:
+    """Every documented Compose command line (`docker compose ... -f docker/compose.yaml ...`) and its file."""
+    root = mf.DOCKER.parent
+    files = [mf.COMPOSE, mf.COMPOSE_GPU, root / "README.md", root / "deploy" / "kubernetes" / "README.md"]
+    files += sorted((root / "notebooks").glob("*.ipynb")) + sorted((root / "labkit").glob("*.py"))
+    files += sorted((root / "docs").glob("*.md"))
+    return [(path.name, m.group(0)) for path in files for m in COMPOSE_LINE.finditer(path.read_text())]
+
+
+def test_every_documented_compose_command_names_the_project():
+    """`up` with -p triton-metrics and a `down` without it act on two different projects."""
+    lines = compose_command_lines()
+    assert len(lines) >= 5
+    missing = [f"{name}: {line}" for name, line in lines if "-p triton-metrics" not in line]
+    assert not missing, "\n".join(missing)
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -186,8 +258,7 @@ def compose_cli() -> list[str] | None:
     return None
 
 
-def test_compose_cli_config():
-    """`compose config` (no engine needed): valid with the password set, refused without it."""
+def require_compose_cli() -> list[str]:
     cli = compose_cli()
     if cli is None:
         message = (
@@ -197,10 +268,31 @@ def test_compose_cli_config():
         if IN_CI:
             pytest.fail(message + " (.ci/run installs it)")
         pytest.skip(message)
+    return cli
+
+
+@pytest.mark.parametrize("command", [["ps"], ["logs"], ["down"]])
+def test_compose_commands_need_no_password(tmp_path, command):
+    """In a fresh shell (no GRAFANA_ADMIN_PASSWORD) `ps`, `logs` and `down` read the files and go on to the engine.
+    DOCKER_HOST points at a socket that does not exist, so they stop there, never touching a real engine."""
+    cli = require_compose_cli()
+    env = {k: v for k, v in os.environ.items() if k not in ("GRAFANA_ADMIN_PASSWORD", "TRITON_IMAGE")}
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"
+    files = ["-p", f"triton-metrics-test-{os.getpid()}", "-f", str(mf.COMPOSE)]
+    out = subprocess.run([*cli, *files, *command], capture_output=True, text=True, env=env, timeout=60)
+    said = out.stdout + out.stderr
+    assert "GRAFANA_ADMIN_PASSWORD" not in said and "required variable" not in said.lower(), said
+    assert out.returncode == 0 or re.search(r"no-engine\.sock|daemon|connect", said, flags=re.IGNORECASE), said
+
+
+def test_compose_cli_config():
+    """`compose config` (no engine needed): valid without the password (as `ps`, `down` read it) and with it."""
+    cli = require_compose_cli()
     files = ["-f", str(mf.COMPOSE), "-f", str(mf.COMPOSE_GPU)]
     env = {k: v for k, v in os.environ.items() if k not in ("GRAFANA_ADMIN_PASSWORD", "TRITON_IMAGE")}
-    refused = subprocess.run([*cli, *files, "config", "-q"], capture_output=True, text=True, env=env, timeout=60)
-    assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr + refused.stdout
+    unset = subprocess.run([*cli, *files, "config"], capture_output=True, text=True, env=env, timeout=60)
+    assert unset.returncode == 0, unset.stderr
+    assert yaml.safe_load(unset.stdout)["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == ""
     env["GRAFANA_ADMIN_PASSWORD"] = "only-for-this-test"
     ok = subprocess.run([*cli, *files, "config"], capture_output=True, text=True, env=env, timeout=60)
     assert ok.returncode == 0, ok.stderr
@@ -211,6 +303,8 @@ def test_compose_cli_config():
             host_ip = port["host_ip"] if isinstance(port, dict) else port.split(":")[0]
             assert host_ip == "127.0.0.1", f"{name}: {port}"
     assert resolved["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert resolved["triton"]["ulimits"] == {"memlock": {"soft": -1, "hard": -1}, "stack": 67108864}
+    assert {name for name, service in resolved.items() if "healthcheck" in service} == set(SERVICES)
     assert resolved["triton"]["image"] == TRITON_IMAGE  # the pinned default when TRITON_IMAGE is not set
     env["TRITON_IMAGE"] = "nvcr.io/nvidia/tritonserver:26.07-py3"
     chosen = subprocess.run([*cli, *files, "config"], capture_output=True, text=True, env=env, timeout=60)

@@ -1,11 +1,13 @@
 """deploy/kubernetes validated offline: core kinds with kubernetes-validate (strict), the Prometheus Operator
 kinds against strict JSON schemas derived from cloudcoil's models of the operator's CRDs (pinned in
-requirements.txt), rules with promtool, and the model ConfigMap in a real Triton."""
+requirements.txt), rules with promtool (check and unit tests), the model ConfigMap in a real Triton, and the
+Grafana dashboard ConfigMap against the Compose stack's dashboard file."""
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import re
 import subprocess
@@ -49,10 +51,19 @@ def resources() -> list[tuple[str, dict]]:
     return [(name, doc) for name in files for doc in manifests(DEPLOY / name)]
 
 
-def of_kind(kind: str) -> dict:
-    found = [doc for _, doc in resources() if doc["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+MODEL_CONFIGMAP = "triton-model-metrics-demo"
+DASHBOARD_CONFIGMAP = "triton-grafana-dashboards"
+
+
+def of_kind(kind: str, name: str | None = None) -> dict:
+    """The one manifest of ``kind`` (and ``name``, where a kind has several)."""
+    found = [doc for _, doc in resources() if doc["kind"] == kind and name in (None, doc["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+def model_configmap() -> dict:
+    return of_kind("ConfigMap", MODEL_CONFIGMAP)
 
 
 CORE = [(f"{name}:{doc['kind']}", doc) for name, doc in resources() if not doc["apiVersion"].startswith(OPERATOR_GROUP)]
@@ -303,6 +314,38 @@ def test_deployment_runs_the_course_release():
     assert "--metrics-port=8002" in container["args"] and "--allow-metrics=true" in container["args"]
 
 
+def test_deployment_keeps_the_image_entrypoint():
+    """``args``, never ``command``: a command replaces the image's ENTRYPOINT (/opt/nvidia/nvidia_entrypoint.sh);
+    Triton's own chart (deploy/k8s-onprem) passes ``tritonserver`` and its flags as args."""
+    container = of_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in container
+    assert container["args"][0] == "tritonserver"
+    assert all(arg.startswith("--") for arg in container["args"][1:])
+
+
+def test_the_hpa_alone_sets_the_replica_count():
+    """A Deployment with spec.replicas is scaled back to it by every `kubectl apply`, whatever the HPA chose
+    (Kubernetes docs: "Migrating Deployments and StatefulSets to horizontal autoscaling")."""
+    deployment, hpa = of_kind("Deployment"), of_kind("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
+    assert deployment["metadata"]["name"] == hpa["spec"]["scaleTargetRef"]["name"]
+    assert "replicas" not in deployment["spec"]
+
+
+def test_readme_says_what_the_startup_probe_covers():
+    """Probes start once the container runs, after the image pull: the startup probe's budget is for model loading."""
+    probe = of_kind("Deployment")["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    budget_minutes = probe["periodSeconds"] * probe["failureThreshold"] / 60
+    text = " ".join((DEPLOY / "README.md").read_text().split())
+    claims = re.findall(r"[^.]*startup probe[^.]*\.", text, flags=re.IGNORECASE)
+    assert claims, "the README should say what the startup probe allows"
+    for claim in claims:
+        assert not re.search(r"pull", claim, flags=re.IGNORECASE) or re.search(r"after|not", claim), claim
+        for minutes in re.findall(r"(\d+) minutes", claim):
+            assert float(minutes) == budget_minutes, claim
+    assert re.search(r"probes start (only )?(once|after) the (image|container)", text, flags=re.IGNORECASE)
+
+
 # ------------------------------------------------------------------------ rules
 
 
@@ -317,7 +360,77 @@ def test_prometheusrule_groups_pass_promtool(tmp_path):
     rules = of_kind("PrometheusRule")
     out = subprocess.run([promtool, "check", "rules", str(rule_file(rules, tmp_path))], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout + out.stderr
+    count = sum(len(group["rules"]) for group in rules["spec"]["groups"])
+    assert count >= 8 and f"SUCCESS: {count} rules found" in out.stdout + out.stderr
+
+
+RULE_TESTS = DEPLOY / "tests" / "prometheusrule_test.yml"
+
+
+def promtool_test(rules: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`promtool test rules` of RULE_TESTS against the groups of ``rules`` (a PrometheusRule)."""
+    promtool = require_tool("promtool", "sudo apt-get install prometheus  (brings promtool)")
+    tests = yaml.safe_load(RULE_TESTS.read_text())
+    tests["rule_files"] = [str(rule_file(rules, tmp_path))]
+    path = tmp_path / RULE_TESTS.name
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    return subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_prometheusrule_alerts_pass_their_unit_tests(tmp_path):
+    out = promtool_test(of_kind("PrometheusRule"), tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    cases = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    tested = {c["alertname"] for t in cases for c in t.get("alert_rule_test", []) if c.get("exp_alerts")}
+    quiet = {c["alertname"] for t in cases for c in t.get("alert_rule_test", []) if not c.get("exp_alerts")}
+    alerts = {r["alert"] for g in of_kind("PrometheusRule")["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts == tested and "TritonModelErrorRatioHigh" in quiet  # each fires once, and low traffic stays quiet
+
+
+def test_error_ratio_alert_needs_traffic(tmp_path):
+    """Without its traffic floor the alert would fire on one failed request in five minutes: the unit test says so."""
+    rules = copy.deepcopy(of_kind("PrometheusRule"))
+    alert = next(
+        r for g in rules["spec"]["groups"] for r in g["rules"] if r.get("alert") == "TritonModelErrorRatioHigh"
+    )
+    assert "namespace:demo_requests:rate5m > 0.1" in alert["expr"]
+    alert["expr"] = "namespace:demo_requests:error_ratio_rate5m > 0.05"  # the old rule
+    out = promtool_test(rules, tmp_path)
+    assert out.returncode != 0 and "TritonModelErrorRatioHigh" in out.stdout + out.stderr
+
+
+def recording_name_parts(rule: dict) -> tuple[list[str], str, str, list[str], set[str]]:
+    """(level labels, metric, operations, the labels the expression keeps, the series it reads) of a recording rule."""
+    level, metric, operations = rule["record"].split(":")
+    kept = {
+        tuple(sorted(set(re.split(r"\s*,\s*", by.strip())) - {"le"}))
+        for by in re.findall(r"by \(([^)]*)\)", rule["expr"])
+    }
+    assert len(kept) == 1, f"{rule['record']}: every aggregation should keep the same labels: {kept}"
+    series = set(re.findall(r"\b([a-z_][a-z0-9_]*)(?:\{[^}]*\})?\[", rule["expr"]))
+    return level.split("_"), metric, operations, list(kept.pop()), series
+
+
+def test_recording_rule_names_are_level_metric_operations():
+    """level:metric:operations (prometheus.io/docs/practices/rules): level = the labels kept, metric = a series read
+    (_total dropped after rate(), _bucket after histogram_quantile), operations = the range and what was applied."""
+    rules = [r for g in of_kind("PrometheusRule")["spec"]["groups"] for r in g["rules"] if "record" in r]
+    assert rules
+    for rule in rules:
+        level, metric, operations, kept, series = recording_name_parts(rule)
+        assert "_".join(level) == "_".join(kept), f"{rule['record']}: level should be {'_'.join(kept)}"
+        assert metric in {re.sub(r"_(total|bucket)$", "", s) for s in series} | series, f"{rule['record']}: {series}"
+        for window in re.findall(r"\[(\w+)\]", rule["expr"]):
+            assert operations.endswith(f"rate{window}"), f"{rule['record']}: operations should end in rate{window}"
+
+
+def test_the_name_check_catches_the_old_names():
+    for old, expr in (
+        ("pod:demo_requests:rate1m", "sum by (namespace, pod) (rate(demo_requests_total[1m]))"),
+        ("pod:demo_busy_instances:rate1m", "sum by (namespace, pod) (rate(demo_request_duration_seconds_sum[1m]))"),
+    ):
+        level, metric, _, kept, series = recording_name_parts({"record": old, "expr": expr})
+        assert "_".join(level) != "_".join(kept) or metric not in series
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path):
@@ -360,7 +473,7 @@ def test_model_configmap_is_the_reference_model():
         [sys.executable, str(DEPLOY / "render_model_configmap.py"), "--check"], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    data = of_kind("ConfigMap")["data"]
+    data = model_configmap()["data"]
     model = paths.MODEL_REPOSITORY / "metrics_demo"
     assert data["config.pbtxt"] == (model / "config.pbtxt").read_text()
     assert data["model.py"] == (model / "1" / "model.py").read_text()
@@ -384,7 +497,7 @@ def deployment_volume() -> tuple[str, list[dict], str]:
     spec = of_kind("Deployment")["spec"]["template"]["spec"]
     container = spec["containers"][0]
     configmap = next(v for v in spec["volumes"] if "configMap" in v)
-    assert configmap["configMap"]["name"] == of_kind("ConfigMap")["metadata"]["name"]
+    assert configmap["configMap"]["name"] == MODEL_CONFIGMAP
     mount = next(m for m in container["volumeMounts"] if m["name"] == configmap["name"])
     repo = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--model-repository="))
     return mount["mountPath"], configmap["configMap"]["items"], repo
@@ -396,7 +509,7 @@ def test_configmap_mounted_as_the_deployment_says_loads_in_triton():
     relative = Path(mount_path).relative_to(repo_flag)  # metrics_demo
     repo = paths.scratch("test-k8s") / "models"
     (repo / relative).mkdir(parents=True)
-    configmap_volume(repo / relative, of_kind("ConfigMap")["data"], items)
+    configmap_volume(repo / relative, model_configmap()["data"], items)
     with triton.start(repo) as server:
         index = requests.post(f"{server.http_url}/v2/repository/index", json={}, timeout=10).json()
         assert index == [{"name": "metrics_demo", "version": "1", "state": "READY"}]
@@ -411,9 +524,46 @@ def test_configmap_mounted_as_the_whole_repository_fails():
     repo = paths.scratch("test-k8s") / "models"
     repo.mkdir()
     rooted = [{"key": i["key"], "path": f"metrics_demo/{i['path']}"} for i in items]
-    configmap_volume(repo, of_kind("ConfigMap")["data"], rooted)
+    configmap_volume(repo, model_configmap()["data"], rooted)
     with pytest.raises(triton.TritonStartError, match=r"failed to load model '\.\.data'"):
         triton.start(repo, timeout=60)
+
+
+# ------------------------------------------------------- the Grafana dashboard ConfigMap
+
+KUBE_PROMETHEUS_STACK = {  # its chart's values.yaml: grafana.sidecar.dashboards.label/labelValue, datasources.uid
+    "dashboard label": ("grafana_dashboard", "1"),
+    "datasource uid": "prometheus",
+}
+ANNOTATION_LIMIT = 256 * 1024  # bytes of all annotations of an object; `kubectl apply` stores the object in one
+
+
+def test_dashboard_configmap_is_the_compose_dashboard():
+    out = subprocess.run(
+        [sys.executable, str(DEPLOY / "render_dashboard_configmap.py"), "--check"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    configmap = of_kind("ConfigMap", DASHBOARD_CONFIGMAP)
+    files = sorted((paths.ROOT / "docker" / "grafana" / "dashboards").glob("*.json"))
+    assert files and sorted(configmap["data"]) == [f.name for f in files]
+    for path in files:
+        assert configmap["data"][path.name] == path.read_text(), f"{path.name} differs from the Compose file"
+        json.loads(configmap["data"][path.name])
+    label, value = KUBE_PROMETHEUS_STACK["dashboard label"]
+    assert configmap["metadata"]["labels"][label] == value
+    assert len((DEPLOY / "grafana-dashboard.yaml").read_bytes()) < ANNOTATION_LIMIT, "too big for `kubectl apply`"
+
+
+def test_dashboard_defaults_fit_kube_prometheus_stack():
+    """The datasource variable defaults to the chart's datasource uid, and the job variable lists jobs, so the
+    operator's <namespace>/<PodMonitor> job (triton/triton) is offered."""
+    board = json.loads(of_kind("ConfigMap", DASHBOARD_CONFIGMAP)["data"]["triton-custom-metrics.json"])
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["current"]["value"] == KUBE_PROMETHEUS_STACK["datasource uid"]
+    assert re.fullmatch(r"label_values\(\w+, job\)", variables["job"]["query"]["query"])
+    podmonitor = of_kind("PodMonitor")
+    assert "jobLabel" not in podmonitor["spec"]  # so the operator's default job label applies: <namespace>/<name>
 
 
 def test_readme_points_at_the_files():

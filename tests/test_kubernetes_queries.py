@@ -65,16 +65,20 @@ def quantity(text: str) -> float:
     return float(text[:-1]) / 1000 if str(text).endswith("m") else float(text)
 
 
+JOB = f"{NAMESPACE}/triton"  # the Prometheus Operator's job label for PodMonitor "triton": <namespace>/<name>
+
+
 def label_targets(prom: prometheus.Prometheus, servers: list, pods: list[str]) -> None:
-    """Scrape each server with the namespace and pod labels a PodMonitor would give it, and reload."""
+    """Scrape each server with the namespace, pod and job labels a PodMonitor would give it, and reload."""
     config = yaml.safe_load(prom.config_path.read_text())
     config["scrape_configs"] = [
         {
-            "job_name": "triton",
+            "job_name": f"podMonitor/{JOB}/0",  # the operator's scrape config name; the job label comes next
             "static_configs": [
                 {"targets": [prometheus.target_of(s)[0]], "labels": {"namespace": NAMESPACE, "pod": pod}}
                 for s, pod in zip(servers, pods, strict=True)
             ],
+            "relabel_configs": [{"target_label": "job", "replacement": JOB}],
         }
     ]
     prom.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -121,6 +125,7 @@ def test_targets_carry_pod_labels(fleet):
     _, prom = fleet
     up = prom.query('up{namespace="triton"}')
     assert sorted(up["pod"]) == PODS and (up["value"] == 1).all()
+    assert set(up["job"]) == {JOB}
 
 
 @pytest.mark.parametrize("rule", adapter_rules(), ids=lambda r: r["name"]["as"])
@@ -169,14 +174,17 @@ def test_hpa_metrics_give_a_replica_count(fleet):
 def test_prometheusrule_loads_and_records(fleet):
     _, prom = fleet
     loaded = prom.rules()
-    assert len(loaded) == 7 and (loaded["health"] == "ok").all(), loaded
-    per_pod = prom.query("pod:demo_requests:rate1m")
+    shipped = [r for g in load("prometheusrule.yaml")["spec"]["groups"] for r in g["rules"]]
+    assert len(loaded) == len(shipped) and (loaded["health"] == "ok").all(), loaded
+    per_pod = prom.query("namespace_pod:demo_requests:rate1m")
     assert sorted(per_pod["pod"]) == ["triton-0", "triton-1"]
-    errors = prom.query("namespace:demo_request_errors:ratio_rate5m")
+    rate = prom.query("namespace:demo_requests:rate5m")
+    assert len(rate) == 1 and rate["value"].iloc[0] > 0.1  # above the error-ratio alert's traffic floor
+    errors = prom.query("namespace:demo_requests:error_ratio_rate5m")
     assert len(errors) == 1 and 0 < errors["value"].iloc[0] < 0.2  # 10% errors on one pod's traffic
     p99 = prom.query("namespace:demo_request_duration_seconds:p99_rate5m")
     assert len(p99) == 1 and 0 < p99["value"].iloc[0] <= 0.5  # a quantile within the buckets (0.5 s: the last bound)
-    busy = prom.query("pod:demo_busy_instances:rate1m")
+    busy = prom.query("namespace_pod:demo_request_duration_seconds_sum:rate1m")
     assert sorted(busy["pod"]) == ["triton-0", "triton-1"]
 
 

@@ -80,7 +80,8 @@ def test_missing_binary_says_how_to_install(monkeypatch):
     with pytest.raises(lp.PrometheusNotFoundError) as err:
         lp.start(["127.0.0.1:9"])
     message = str(err.value)
-    for fix in ("apt-get install prometheus", "brew install prometheus", "docker compose -f docker/compose.yaml up"):
+    compose = "docker compose -p triton-metrics -f docker/compose.yaml up"
+    for fix in ("apt-get install prometheus", "brew install prometheus", compose):
         assert fix in message
     with pytest.raises(lp.PrometheusNotFoundError, match="promtool"):
         lp.promtool("--version")

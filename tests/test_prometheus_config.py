@@ -104,10 +104,12 @@ def test_datasource_is_provisioned_with_a_fixed_uid():
     assert source["jsonData"]["timeInterval"] == scrape_interval, "$__rate_interval is computed from this"
 
 
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}  # the dashboard's datasource variable, never a fixed uid
+
+
 @pytest.mark.parametrize("name", [p.name for p in mf.DASHBOARDS])
 def test_dashboard_lint(name):
     board = mf.dashboards()[name]
-    uid = mf.datasource_uid()
     assert board["uid"] and board["title"] and board.get("description")
     assert isinstance(board.get("schemaVersion"), int)
     panels = mf.panels(board)
@@ -119,7 +121,7 @@ def test_dashboard_lint(name):
         where = f"{name}: panel {panel.get('title')!r}"
         assert panel.get("title"), f"{name}: a panel has no title"
         assert len(panel.get("description", "")) >= 30, f"{where}: say what question the panel answers"
-        assert panel["datasource"] == {"type": "prometheus", "uid": uid}, f"{where}: datasource"
+        assert panel["datasource"] == DATASOURCE, f"{where}: datasource"
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
         assert unit in KNOWN_UNITS, f"{where}: unit {unit!r}"
         if panel["type"] == "heatmap":
@@ -135,7 +137,7 @@ def test_dashboard_lint(name):
         assert targets, f"{where}: no query"
         assert len({t["refId"] for t in targets}) == len(targets)
         for target in targets:
-            assert target["datasource"]["uid"] == uid
+            assert target["datasource"] == DATASOURCE, f"{where}: datasource"
             expr = target["expr"]
             for window in re.findall(r"\[([^\]]+)\]", expr):
                 assert window == "$__rate_interval", f"{where}: range [{window}]: use [$__rate_interval]"
@@ -143,7 +145,49 @@ def test_dashboard_lint(name):
                 assert "[$__rate_interval]" in expr
     for variable in board.get("templating", {}).get("list", []):
         if variable.get("type") == "query":
-            assert variable["datasource"]["uid"] == uid
+            assert variable["datasource"] == DATASOURCE, f"{name}: variable {variable['name']}"
+
+
+@pytest.mark.parametrize("name", [p.name for p in mf.DASHBOARDS])
+def test_dashboard_datasource_variable_defaults_to_the_provisioned_datasource(name):
+    """Any Grafana can pick its Prometheus; Compose's (and kube-prometheus-stack's, same uid) is the default."""
+    variables = mf.variables(mf.dashboards()[name])
+    datasource = variables["datasource"]
+    assert datasource["type"] == "datasource" and datasource["query"] == "prometheus"
+    assert datasource["current"]["value"] == mf.datasource_uid() == "prometheus"
+    (source,) = [s for path in mf.DATASOURCES for s in mf.load_yaml(path)["datasources"]]
+    assert source["isDefault"] is True and datasource["current"]["text"] == source["name"]
+    assert list(variables)[0] == "datasource", "the other variables query it: it comes first"
+
+
+# a series of Triton or of the model, not preceded by ':' (recording rules such as model:demo_requests:... are not)
+RAW_SELECTOR = re.compile(r"(?<![\w:])((?:demo|nv)_[a-z_]+|up)(?![\w:])(\{[^}]*\})?")
+
+
+@pytest.mark.parametrize("name", [p.name for p in mf.DASHBOARDS])
+def test_dashboard_queries_select_the_job_variable(name):
+    """Every query of a Triton series selects job="$job": Compose's job is triton, the Prometheus Operator's is
+    <namespace>/<PodMonitor>, so a fixed job shows nothing on a cluster."""
+    board = mf.dashboards()[name]
+    variables = mf.variables(board)
+    job = variables["job"]
+    assert job["current"]["value"] == mf.COMPOSE_JOB and not job.get("multi") and not job.get("includeAll")
+    assert mf.label_values_query(job)[0] == "job"
+    jobs = [j["job_name"] for j in mf.load_yaml(mf.PROMETHEUS_CONFIG)["scrape_configs"]]
+    assert mf.COMPOSE_JOB in jobs
+    queries = [mf.label_values_query(variables["model"])[1]] + [t["expr"] for _, _, t in mf.panel_targets()]
+    assert not [q for q in queries if re.search(r"job\s*=~?\s*\"(?!\$job\")", q)], "a fixed job: use $job"
+    selectors = [m for query in queries for m in RAW_SELECTOR.finditer(query)]
+    assert selectors
+    for match in selectors:
+        assert match.group(2) and 'job="$job"' in match.group(2), f'{match.group(0)}: no job="$job"'
+
+
+def test_the_job_check_catches_a_fixed_job():
+    for expr in ('sum(rate(demo_requests_total{job="triton"}[5m]))', "sum(nv_gpu_utilization)"):
+        match = next(RAW_SELECTOR.finditer(expr))
+        assert not (match.group(2) and 'job="$job"' in match.group(2))
+    assert not list(RAW_SELECTOR.finditer("model:demo_requests:error_ratio_rate1h"))
 
 
 def test_dashboards_cover_the_course_metrics():
@@ -167,3 +211,6 @@ def test_dashboards_cover_the_course_metrics():
 def test_concrete_replaces_grafana_variables():
     expr = 'rate(x{model=~"$model"}[$__rate_interval]) + rate(y{model=~"${model}"}[${__rate_interval}])'
     assert mf.concrete(expr, "7s", "m") == 'rate(x{model=~"m"}[7s]) + rate(y{model=~"m"}[7s])'
+    expr = 'up{job="$job"} + up{job="${job}"}'
+    assert mf.concrete(expr) == 'up{job="triton"} + up{job="triton"}'
+    assert mf.concrete(expr, job="triton/triton") == 'up{job="triton/triton"} + up{job="triton/triton"}'

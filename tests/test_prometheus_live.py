@@ -12,8 +12,13 @@ job ``triton`` the rules and dashboards expect:
 So every rule has something to say. Scrapes and rule evaluations run every
 second instead of the stack's 15 s; the rules' 5m windows then hold all the
 run, and their ``for:`` (1-10 minutes) keeps the alerts pending.
-Dashboard queries run with ``$__rate_interval`` replaced by 5s (five scrapes)
-and ``$model`` by its "All" value.
+Dashboard queries run with ``$__rate_interval`` replaced by 5s (five scrapes),
+``$model`` by its "All" value and ``$job`` by each Prometheus' job.
+
+A second Prometheus scrapes the same two Triton servers as the Prometheus
+Operator scrapes a PodMonitor's pods (job ``triton/triton``: ``<namespace>/<name>``,
+with ``namespace`` and ``pod`` labels) and loads deploy/kubernetes/prometheusrule.yaml:
+the dashboard, as kube-prometheus-stack's Grafana shows it, must find its data there too.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
+import yaml
 
 from labkit import paths, process, traffic, triton
 from labkit import prometheus as lp
@@ -35,25 +41,58 @@ from tests.conftest import require_tool
 pytestmark = pytest.mark.integration  # a real Prometheus and a real Triton
 
 RATE_INTERVAL = "5s"
+K8S_RULES = paths.ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml"
+
+
+def scrape_as_the_operator(prom: lp.Prometheus, servers: list) -> None:
+    """Relabel ``prom``'s targets as the Prometheus Operator does for PodMonitor ``triton`` in namespace ``triton``
+    (its promcfg.go: job = <namespace>/<PodMonitor name>), and reload."""
+    namespace = mf.OPERATOR_JOB.split("/")[0]
+    config = yaml.safe_load(prom.config_path.read_text())
+    config["scrape_configs"] = [
+        {
+            "job_name": f"podMonitor/{mf.OPERATOR_JOB}/0",
+            "static_configs": [
+                {"targets": [lp.target_of(s)[0]], "labels": {"namespace": namespace, "pod": f"triton-{i}"}}
+                for i, s in enumerate(servers)
+            ],
+            "relabel_configs": [{"target_label": "job", "replacement": mf.OPERATOR_JOB}],
+        }
+    ]
+    prom.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    prom.reload()
 
 
 @pytest.fixture(scope="module")
 def stack():
     require_tool("prometheus", lp.INSTALL_HINT)
     dead = f"127.0.0.1:{process.free_port()}"
+    k8s_rules = {"groups": yaml.safe_load(K8S_RULES.read_text())["spec"]["groups"]}
     with (
         triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo", "digits_classifier"]) as server,
         triton.start(paths.MODEL_REPOSITORY, models=[]) as empty,
         lp.start([server, empty, dead], scrape_interval=1.0, rule_files=mf.RULE_FILES) as prom,
+        lp.start([], scrape_interval=1.0, rules=k8s_rules) as operator,
     ):
+        scrape_as_the_operator(operator, [server, empty])
         prom.wait_for('up{job="triton"} == 1')
+        operator.wait_for(f'count(up{{job="{mf.OPERATOR_JOB}"}} == 1) == 2')
         begin = time.time()
         send_drifted_digits(server)
         load = traffic.closed_loop(server, concurrency=2, duration=6, sizes=4096, error_rate=0.3, progress=False)
         time.sleep(1.5)
         end = time.time()
         gpu = "nv_gpu_utilization" in requests.get(server.metrics_url, timeout=5).text
-        yield {"prom": prom, "server": server, "begin": begin, "end": end, "load": load, "gpu": gpu, "dead": dead}
+        yield {
+            "prom": prom,
+            "operator": operator,
+            "server": server,
+            "begin": begin,
+            "end": end,
+            "load": load,
+            "gpu": gpu,
+            "dead": dead,
+        }
 
 
 def send_drifted_digits(server, passes: int = 2) -> None:
@@ -125,29 +164,59 @@ def test_alert_condition_holds_and_the_alert_is_pending(stack, alert):
     assert set(mine["state"]) == {"pending"}, "with `for:` of a minute or more it cannot fire yet"
 
 
-def test_dashboard_variable_query(stack):
-    data = stack["prom"].api("label/model/values", **{"match[]": 'demo_requests_total{job="triton"}'})
-    assert data == ["metrics_demo"]
+# The Compose stack's Prometheus (job triton) and one scraping as the Prometheus Operator does (job triton/triton).
+PROMETHEUSES = {"compose": ("prom", mf.COMPOSE_JOB), "operator": ("operator", mf.OPERATOR_JOB)}
+
+
+@pytest.mark.parametrize("where", PROMETHEUSES)
+def test_dashboard_variable_queries(stack, where):
+    """The job variable lists the Triton job of each Prometheus; the model variable, queried with it, the model."""
+    key, job = PROMETHEUSES[where]
+    variables = {name: v for board in mf.dashboards().values() for name, v in mf.variables(board).items()}
+    label, match = mf.label_values_query(variables["job"])
+    assert stack[key].api(f"label/{label}/values", **{"match[]": match}) == [job]
+    label, match = mf.label_values_query(variables["model"])
+    assert stack[key].api(f"label/{label}/values", **{"match[]": mf.concrete(match, job=job)}) == ["metrics_demo"]
+
+
+def run_panel_query(stack: dict, where: str, target: dict):
+    """A panel query with the variables of ``where``, over the run (instant where the panel says so)."""
+    key, job = PROMETHEUSES[where]
+    expr = mf.concrete(target["expr"], RATE_INTERVAL, job=job)
+    if target.get("instant"):
+        return expr, stack[key].query(expr)
+    return expr, stack[key].query_range(expr, stack["begin"], stack["end"], 1.0)
 
 
 def panel_cases():
-    return [
-        pytest.param(panel, target, id=f"{name}:{panel['id']}:{target['refId']}")
-        for name, panel, target in mf.panel_targets()
-    ]
+    cases = []
+    for name, panel, target in mf.panel_targets():
+        for where in PROMETHEUSES:
+            if where == "operator" and mf.recorded_in_compose_rules(target["expr"]):
+                continue  # test_slo_rule_panels_need_the_compose_rules
+            cases.append(pytest.param(panel, target, where, id=f"{where}:{name}:{panel['id']}:{target['refId']}"))
+    return cases
 
 
-@pytest.mark.parametrize(("panel", "target"), panel_cases())
-def test_dashboard_query_returns_data(stack, panel, target):
-    prom = stack["prom"]
-    expr = mf.concrete(target["expr"], RATE_INTERVAL)
-    if target.get("instant"):
-        frame = prom.query(expr)
-    else:
-        frame = prom.query_range(expr, stack["begin"], stack["end"], 1.0)
+@pytest.mark.parametrize(("panel", "target", "where"), panel_cases())
+def test_dashboard_query_returns_data(stack, panel, target, where):
+    expr, frame = run_panel_query(stack, where, target)
     if mf.needs_gpu(expr) and not stack["gpu"]:
         # The query API accepted it (a bad query raises PromQLError); no GPU, so no data.
         assert frame.empty
         pytest.skip(f"{panel['title']}: valid query, no data without an NVIDIA GPU (Triton exports no nv_gpu_*)")
     assert not frame.empty, f"{panel['title']} / {target['refId']}: {expr} returned nothing"
     assert frame["value"].map(math.isfinite).any(), f"{panel['title']}: only NaN/Inf\n{frame}"
+
+
+def test_slo_rule_panels_need_the_compose_rules(stack):
+    """The queries that read docker/prometheus/rules/ recording rules are those of the SLO panels, and a cluster
+    without those rules has no data for them (deploy/kubernetes/README.md says so)."""
+    needing = [
+        (panel, target) for _, panel, target in mf.panel_targets() if mf.recorded_in_compose_rules(target["expr"])
+    ]
+    assert needing and all(panel["title"].startswith("SLO") for panel, _ in needing)
+    for panel, target in needing:
+        assert "docker/compose.yaml" in panel["description"] and "Kubernetes" in panel["description"]
+        _, frame = run_panel_query(stack, "operator", target)
+        assert frame.empty, f"{panel['title']} / {target['refId']}: data without the Compose rules?"

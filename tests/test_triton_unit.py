@@ -17,7 +17,7 @@ def test_docker_command_is_exact(tmp_path, monkeypatch):
     cmd = triton.docker_command(tmp_path, PORTS, name="labkit-triton-test")
     assert cmd == [
         "docker", "run", "--rm", "--name", "labkit-triton-test",
-        "--shm-size=1g",
+        "--shm-size=1g", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",  # python_backend's Quick Start
         "-p", "127.0.0.1:18000:8000",
         "-p", "127.0.0.1:18001:8001",
         "-p", "127.0.0.1:18002:8002",
