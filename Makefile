@@ -65,7 +65,7 @@ unit: setup
 	$(BIN)/python -m pytest -v -m "not integration" tests
 
 # What custom metrics cost a Python model: per-call cost, then throughput and latency of the
-# same model without metrics, with per-request calls and with the recommended pattern (~2 min).
+# same model without metrics, with per-request calls and with the recommended pattern, then digits_classifier with its metrics off and on (~2.5 min).
 # Prints a table, then one JSON line. BENCH_ARGS passes options: make bench BENCH_ARGS="--cycles 10"
 bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -8,6 +8,9 @@
 #   GPUS=all docker/run_triton.sh                                           # NVIDIA GPU (NVIDIA Container Toolkit)
 #   TRITON_IMAGE=nvcr.io/nvidia/tritonserver:26.07-py3 docker/run_triton.sh  # a newer release
 #
+# It first builds triton-metrics-triton:local from docker/triton.Dockerfile (TRITON_IMAGE plus the
+# Python packages the models import beyond numpy: onnxruntime for digits_classifier; cached after the
+# first time), then runs it.
 # Ports are published on 127.0.0.1 only: HTTP 8000, gRPC 8001, metrics 8002
 # (override with HTTP_PORT, GRPC_PORT, METRICS_PORT). The model repository is
 # mounted read-only; --rm removes the container when it stops (Ctrl-C).
@@ -33,6 +36,9 @@ if [ -d "$MODEL_REPOSITORY/../dropin" ]; then
   helper_mount=(-v "$(cd "$MODEL_REPOSITORY/../dropin" && pwd):/dropin:ro")
 fi
 
+# TRITON_IMAGE plus the Python packages the models import beyond numpy (docker/triton.Dockerfile)
+IMAGE=triton-metrics-triton:local
+build=(docker build --quiet -t "$IMAGE" --build-arg "TRITON_IMAGE=$TRITON_IMAGE" -f "$here/triton.Dockerfile" "$here")
 cmd=(docker run --rm ${gpu_flags[@]+"${gpu_flags[@]}"}
   --shm-size=1g --ulimit memlock=-1 --ulimit stack=67108864
   -p "127.0.0.1:${HTTP_PORT}:8000"
@@ -40,11 +46,13 @@ cmd=(docker run --rm ${gpu_flags[@]+"${gpu_flags[@]}"}
   -p "127.0.0.1:${METRICS_PORT}:8002"
   -v "$(cd "$MODEL_REPOSITORY" && pwd):/models:ro"
   ${helper_mount[@]+"${helper_mount[@]}"}
-  "$TRITON_IMAGE"
+  "$IMAGE"
   tritonserver --model-repository=/models --allow-metrics=true --metrics-interval-ms=1000)
 
 if [ "${DRY_RUN:-}" = 1 ]; then
+  printf '%q ' "${build[@]}"; echo
   printf '%q ' "${cmd[@]}"; echo
   exit 0
 fi
+"${build[@]}" >/dev/null
 exec "${cmd[@]}"

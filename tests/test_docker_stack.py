@@ -58,7 +58,8 @@ def test_three_services():
 
 def test_images_are_pinned():
     # Triton: the pinned release by default, another one through TRITON_IMAGE (docs/versions.md)
-    assert SERVICES["triton"]["image"] == f"${{TRITON_IMAGE:-{TRITON_IMAGE}}}"
+    assert SERVICES["triton"]["build"]["args"]["TRITON_IMAGE"] == f"${{TRITON_IMAGE:-{TRITON_IMAGE}}}"
+    assert SERVICES["triton"]["image"] == "triton-metrics-triton:local"  # the tag docker/run_triton.sh builds too
     assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", TRITON_IMAGE), "pin an exact release"
     assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", SERVICES["prometheus"]["image"])
     assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", SERVICES["grafana"]["image"])
@@ -239,10 +240,12 @@ def run_triton_dry_run(**env: str) -> str:
 
 
 def test_run_triton_script_pins_the_image_and_honours_triton_image():
-    default = run_triton_dry_run().split()
-    assert default[default.index("tritonserver") - 1] == TRITON_IMAGE
-    chosen = run_triton_dry_run(TRITON_IMAGE="nvcr.io/nvidia/tritonserver:26.07-py3").split()
-    assert chosen[chosen.index("tritonserver") - 1] == "nvcr.io/nvidia/tritonserver:26.07-py3"
+    build, run = (line.split() for line in run_triton_dry_run().splitlines())
+    assert build[:2] == ["docker", "build"] and f"TRITON_IMAGE={TRITON_IMAGE}" in build
+    assert run[run.index("tritonserver") - 1] == build[build.index("-t") + 1]  # runs what it built
+    chosen, _ = run_triton_dry_run(TRITON_IMAGE="nvcr.io/nvidia/tritonserver:26.07-py3").splitlines()
+    assert "TRITON_IMAGE=nvcr.io/nvidia/tritonserver:26.07-py3" in chosen.split()
+    default = run
     published = [default[i + 1] for i, arg in enumerate(default) if arg == "-p"]
     assert "--rm" in default and len(published) == 3 and all(p.startswith("127.0.0.1:") for p in published)
 
@@ -305,8 +308,33 @@ def test_compose_cli_config():
     assert resolved["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert resolved["triton"]["ulimits"] == {"memlock": {"soft": -1, "hard": -1}, "stack": 67108864}
     assert {name for name, service in resolved.items() if "healthcheck" in service} == set(SERVICES)
-    assert resolved["triton"]["image"] == TRITON_IMAGE  # the pinned default when TRITON_IMAGE is not set
+    # the pinned default when TRITON_IMAGE is not set
+    assert resolved["triton"]["build"]["args"]["TRITON_IMAGE"] == TRITON_IMAGE
     env["TRITON_IMAGE"] = "nvcr.io/nvidia/tritonserver:26.07-py3"
     chosen = subprocess.run([*cli, *files, "config"], capture_output=True, text=True, env=env, timeout=60)
     assert chosen.returncode == 0, chosen.stderr
-    assert yaml.safe_load(chosen.stdout)["services"]["triton"]["image"] == "nvcr.io/nvidia/tritonserver:26.07-py3"
+    args = yaml.safe_load(chosen.stdout)["services"]["triton"]["build"]["args"]
+    assert args["TRITON_IMAGE"] == "nvcr.io/nvidia/tritonserver:26.07-py3"
+
+
+def test_the_triton_image_installs_what_the_models_import():
+    """docker/triton.Dockerfile installs the models' packages beyond numpy at requirements.txt's pins for the
+    image's Python (3.10 in 24.10), numpy < 2: without onnxruntime digits_classifier fails to load and Triton,
+    loading the whole repository, exits at startup (run here with a Python that lacks it)."""
+    from packaging.requirements import Requirement
+
+    dockerfile = (mf.DOCKER / "triton.Dockerfile").read_text()
+    assert re.search(r"(?m)^ARG TRITON_IMAGE=(\S+)$", dockerfile).group(1) == TRITON_IMAGE
+    installed = re.findall(r'"([^"]+)"', re.search(r"(?m)^RUN pip install .*$", dockerfile).group(0))
+    pins = {}
+    for line in (mf.DOCKER.parent / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"python_version": "3.10"}):
+                pins[requirement.name] = str(requirement.specifier)
+    assert installed == [f"onnxruntime{pins['onnxruntime']}", "numpy<2"]
+    models = (mf.DOCKER.parent / "model_repository").glob("*/1/model.py")
+    imports = {
+        m for path in models for m in re.findall(r"(?m)^\s*import (onnxruntime|sklearn|scipy)", path.read_text())
+    }
+    assert imports == {"onnxruntime"}, "a model imports a package the image does not install"

@@ -20,6 +20,7 @@ from tests import monitoring_files as mf
 from tests.conftest import require_tool
 
 SCRIPT = mf.DOCKER / "run_triton.sh"
+IMAGE = "triton-metrics-triton:local"  # what docker/triton.Dockerfile builds (compose.yaml tags it the same)
 SHELLCHECK_INSTALL = "sudo apt-get install shellcheck (Debian/Ubuntu; .ci/run installs it), or brew install shellcheck"
 # python_backend's Quick Start: docker run --shm-size=1g --ulimit memlock=-1 ... --ulimit stack=67108864
 SHM_AND_ULIMITS = ["--shm-size=1g", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
@@ -63,12 +64,31 @@ def run_script(tmp_path: Path, **env: str) -> list[str]:
     stub_dir.mkdir(exist_ok=True)
     argv = tmp_path / "docker-argv"
     stub = stub_dir / "docker"
-    stub.write_text(f'#!/bin/sh\nfor arg in "$@"; do printf "%s\\n" "$arg"; done > "{argv}"\n')
+    stub.write_text(f'#!/bin/sh\n{{ for arg in "$@"; do printf "%s\\n" "$arg"; done; echo ---; }} >> "{argv}"\n')
     stub.chmod(0o755)
     base = {"PATH": f"{stub_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(tmp_path)}
     out = subprocess.run(["bash", str(SCRIPT)], env={**base, **env}, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    return argv.read_text().splitlines()
+    *build, run = [call.strip("\n").splitlines() for call in argv.read_text().split("---\n") if call.strip()]
+    assert build == [built(env.get("TRITON_IMAGE", TRITON_IMAGE))], "the image is built before every run"
+    argv.unlink()
+    return run
+
+
+def built(base: str) -> list[str]:
+    """The `docker build` of the course's image: TRITON_IMAGE plus the models' Python packages."""
+    dockerfile = mf.DOCKER / "triton.Dockerfile"
+    return [
+        "build",
+        "--quiet",
+        "-t",
+        IMAGE,
+        "--build-arg",
+        f"TRITON_IMAGE={base}",
+        "-f",
+        str(dockerfile),
+        str(mf.DOCKER),
+    ]
 
 
 def expected(repository: Path, gpu: list[str], dropin: list[str]) -> list[str]:
@@ -76,7 +96,7 @@ def expected(repository: Path, gpu: list[str], dropin: list[str]) -> list[str]:
         "run", "--rm", *gpu, *SHM_AND_ULIMITS,
         "-p", "127.0.0.1:8000:8000", "-p", "127.0.0.1:8001:8001", "-p", "127.0.0.1:8002:8002",
         "-v", f"{repository.resolve()}:/models:ro", *dropin,
-        TRITON_IMAGE, "tritonserver",
+        IMAGE, "tritonserver",
         "--model-repository=/models", "--allow-metrics=true", "--metrics-interval-ms=1000",
     ]  # fmt: skip
 
@@ -109,3 +129,10 @@ def test_script_compose_and_labkit_pass_the_same_shm_and_ulimits(tmp_path):
     compose = mf.load_yaml(mf.COMPOSE)["services"]["triton"]
     assert f"--shm-size={compose['shm_size']}" == SHM_AND_ULIMITS[0]
     assert compose["ulimits"] == {"memlock": {"soft": -1, "hard": -1}, "stack": 67108864}
+
+
+def test_the_image_is_built_from_the_chosen_triton_image(tmp_path):
+    """TRITON_IMAGE chooses the base of the built image; the run uses what was built."""
+    newer = "nvcr.io/nvidia/tritonserver:26.07-py3"
+    run = run_script(tmp_path, TRITON_IMAGE=newer)  # run_script checks the build's base
+    assert run[run.index("tritonserver") - 1] == IMAGE
