@@ -163,6 +163,11 @@ def test_load_time_pitfall_is_refused_with_its_message(shared, name):
             continue
         assert status == 400, error
         assert f"load failed for model '{name}'" in error
+        if LOAD_TIME[name] not in error and "Failed to process the request" in error:
+            # seen once in CI on 2.51.0: the server's refusal arrived with its message lost ("message: \x01");
+            # the model is refused all the same: load it again for the message
+            outcomes.append("refused, message lost")
+            continue
         assert LOAD_TIME[name] in error
         assert f"{name}/1/model.py" in error  # the traceback names the file and line
 
@@ -182,6 +187,7 @@ def test_load_time_pitfall_is_refused_with_its_message(shared, name):
         outcomes.append("refused")
         break
     print(f"{name}: {outcomes}")
+    assert outcomes[-1] != "refused, message lost", outcomes
 
 
 @pytest.mark.parametrize("name", sorted(REQUEST_TIME))
