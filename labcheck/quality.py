@@ -15,10 +15,11 @@ known histories of two Triton instances, and must give the same single number as
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from labcheck.slo import evaluate_scenarios
 
 if TYPE_CHECKING:
     from labcheck.checks import Feedback
@@ -152,29 +153,8 @@ def class_series(scenario: Scenario) -> list[dict]:
 
 
 def evaluate_13(queries: list[str]) -> list[list[tuple[str, list[tuple[str, float]]]]]:
-    """Each query at the end of each scenario, with Prometheus's own engine: per query, per scenario,
-    ``(error, [(labels, value), ...])`` (an empty list: it returned nothing)."""
-    sentinel = -123456.789  # what no query gives: every test "fails" and promtool prints what it got
-    tests = []
-    for scenario in SCENARIOS_13:
-        input_series = [
-            {
-                "series": s["name"] + "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in s["labels"].items()) + "}",
-                "values": " ".join(str(v) for v in s["values"]),
-            }
-            for s in class_series(scenario)
-        ]
-        checks = [
-            {"expr": q, "eval_time": f"{scenario.minutes}m", "exp_samples": [{"labels": "{}", "value": sentinel}]}
-            for q in queries
-        ]
-        tests.append({"interval": "1m", "input_series": input_series, "promql_expr_test": checks})
-    unit = {"rule_files": [], "evaluation_interval": "1m", "tests": tests}
-    from labcheck.checks import promtool_results  # not at the top: labcheck.checks imports this module
-
-    results = promtool_results(unit, "check-13", len(queries) * len(SCENARIOS_13))
-    per_scenario = [results[i * len(queries) : (i + 1) * len(queries)] for i in range(len(SCENARIOS_13))]
-    return [[tuple(per_scenario[s][q]) for s in range(len(SCENARIOS_13))] for q in range(len(queries))]
+    """Exercise 13's queries on its scenarios (see :func:`labcheck.slo.evaluate_scenarios`)."""
+    return evaluate_scenarios(queries, SCENARIOS_13, class_series, "check-13")
 
 
 def check_13(queries: str | list[str]) -> Feedback | list[Feedback]:

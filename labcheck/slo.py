@@ -122,19 +122,18 @@ def histogram_series(scenario: Scenario) -> list[dict]:
     return series
 
 
-def evaluate_10(queries: list[str]) -> list[list[tuple[str, list[tuple[str, float]]]]]:
-    """Each query at the end of each scenario, with Prometheus's own engine: per query, per scenario,
-    ``(error, [(labels, value), ...])`` (an empty list: it returned nothing)."""
-
+def evaluate_scenarios(queries: list[str], scenarios, series_of, tag: str) -> list[list[tuple[str, list]]]:
+    """Each query at the end of each scenario (whose input series ``series_of(scenario)`` gives), with Prometheus's
+    own engine: per query, per scenario, ``(error, [(labels, value), ...])`` (an empty list: it returned nothing)."""
     sentinel = -123456.789  # what no query gives: every test "fails" and promtool prints what it got
     tests = []
-    for scenario in SCENARIOS_10:
+    for scenario in scenarios:
         input_series = [
             {
                 "series": s["name"] + "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in s["labels"].items()) + "}",
                 "values": " ".join(str(v) for v in s["values"]),
             }
-            for s in histogram_series(scenario)
+            for s in series_of(scenario)
         ]
         checks = [
             {"expr": q, "eval_time": f"{scenario.minutes}m", "exp_samples": [{"labels": "{}", "value": sentinel}]}
@@ -144,9 +143,14 @@ def evaluate_10(queries: list[str]) -> list[list[tuple[str, list[tuple[str, floa
     unit = {"rule_files": [], "evaluation_interval": "1m", "tests": tests}
     from labcheck.checks import promtool_results  # not at the top: labcheck.checks imports this module
 
-    results = promtool_results(unit, "check-10", len(queries) * len(SCENARIOS_10))
-    per_scenario = [results[i * len(queries) : (i + 1) * len(queries)] for i in range(len(SCENARIOS_10))]
-    return [[tuple(per_scenario[s][q]) for s in range(len(SCENARIOS_10))] for q in range(len(queries))]
+    results = promtool_results(unit, tag, len(queries) * len(scenarios))
+    per_scenario = [results[i * len(queries) : (i + 1) * len(queries)] for i in range(len(scenarios))]
+    return [[tuple(per_scenario[s][q]) for s in range(len(scenarios))] for q in range(len(queries))]
+
+
+def evaluate_10(queries: list[str]) -> list[list[tuple[str, list[tuple[str, float]]]]]:
+    """Exercise 10's queries on its scenarios (see :func:`evaluate_scenarios`)."""
+    return evaluate_scenarios(queries, SCENARIOS_10, histogram_series, "check-10")
 
 
 def check_10(queries: str | list[str]) -> Feedback | list[Feedback]:

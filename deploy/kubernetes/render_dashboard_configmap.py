@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import render_model_configmap
 from render_model_configmap import literal
 
 HERE = Path(__file__).resolve().parent
@@ -38,15 +39,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if OUTPUT.read_text() != text:
-            print(f"{OUTPUT} is out of date: run python {Path(__file__).relative_to(ROOT)}")
-            return 1
-        return 0
-    OUTPUT.write_text(text)
-    print(f"wrote {OUTPUT}")
-    return 0
+    return render_model_configmap.main(argv, render, OUTPUT, __file__)
 
 
 if __name__ == "__main__":

@@ -37,15 +37,16 @@ def render() -> str:
     return "".join(parts)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], render=render, output: Path = OUTPUT, script: str = __file__) -> int:
+    """Write ``output`` from ``render()``; with ``--check``, only say (exit 1) whether it is out of date."""
     text = render()
     if "--check" in argv:
-        if OUTPUT.read_text() != text:
-            print(f"{OUTPUT} is out of date: run python {Path(__file__).relative_to(HERE.parent.parent)}")
+        if output.read_text() != text:
+            print(f"{output} is out of date: run python {Path(script).resolve().relative_to(HERE.parent.parent)}")
             return 1
         return 0
-    OUTPUT.write_text(text)
-    print(f"wrote {OUTPUT}")
+    output.write_text(text)
+    print(f"wrote {output}")
     return 0
 
 
