@@ -20,8 +20,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -73,15 +75,29 @@ def _stop_all() -> None:
 atexit.register(_stop_all)
 
 
+_HANDED_OUT: deque[int] = deque(maxlen=512)
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct TCP ports free on ``host`` right now (held open together while picked)."""
-    socks = []
+    """``count`` distinct TCP ports free on ``host`` right now (held open together while picked).
+
+    Never one this process handed out among its last 512 (threads starting servers side by side would
+    otherwise be given the port another has not bound yet); another process may still take a port
+    before it is used: :func:`start_with_port_retry` starts again with new ones."""
+    socks: list[socket.socket] = []
     try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
+        with _HANDED_OUT_LOCK:
+            ports: list[int] = []
+            while len(ports) < count:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.bind((host, 0))
+                socks.append(sock)  # held until the end, so the OS offers another next time
+                port = sock.getsockname()[1]
+                if port not in _HANDED_OUT:
+                    ports.append(port)
+            _HANDED_OUT.extend(ports)
+        return ports
     finally:
         for sock in socks:
             sock.close()
@@ -303,7 +319,9 @@ class ManagedServer(ManagedProcess):
 
 
 S = TypeVar("S", bound=ManagedServer)
-PORT_TAKEN = ("address already in use", "failed to bind")
+# how a taken port reads in the error: Triton's HTTP and metrics say "Socket '127.0.0.1:N' already in use",
+# its gRPC and Prometheus "address already in use" (run on 2.51.0 and 3.x)
+PORT_TAKEN = ("already in use", "failed to bind")
 
 
 def start_with_port_retry(launch: Callable[[], S], fixed_ports: bool = False, attempts: int = 3) -> S:

@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -237,6 +238,29 @@ def test_bad_config_raises_with_log(tmp_path):
     bad = {"groups": [{"name": "g", "rules": [{"record": "x", "expr": "rate(up[5s)"}]}]}
     with pytest.raises(lp.PrometheusStartError, match="parse error"):
         lp.start(["127.0.0.1:9"], rules=bad, timeout=15)
+
+
+@pytest.mark.integration
+def test_a_port_taken_between_pick_and_start_is_picked_again(monkeypatch, exporter):
+    need_prometheus()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    picks: list[int] = []
+
+    def pick() -> int:  # the first start is given the taken port, the second a free one
+        picks.append(taken if not picks else process.free_port())
+        return picks[-1]
+
+    monkeypatch.setattr(lp, "free_port", pick)
+    try:
+        with lp.start([exporter["url"]]) as handle:
+            assert handle.port == picks[-1] != taken
+            assert handle.is_ready()
+    finally:
+        holder.close()
+    assert len(picks) == 2
 
 
 @pytest.mark.integration

@@ -255,6 +255,34 @@ def test_fixed_port_in_use_is_explained():
         holder.close()
 
 
+def test_a_port_taken_between_pick_and_start_is_picked_again(monkeypatch):
+    """Another process may bind a picked port before Triton does (seen in CI with three servers started at
+    once): Triton's HTTP and metrics services then say "Socket '127.0.0.1:N' already in use"; labkit starts
+    again on new ports instead of failing."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    real_pick = triton.Ports.pick
+    picks: list[triton.Ports] = []
+
+    def pick(cls) -> triton.Ports:
+        fresh = real_pick()
+        # first start: HTTP port taken; second: metrics port taken; third: all free
+        chosen = [fresh.__class__(taken, fresh.grpc, fresh.metrics), fresh.__class__(fresh.http, fresh.grpc, taken)]
+        picks.append(chosen[len(picks)] if len(picks) < 2 else fresh)
+        return picks[-1]
+
+    monkeypatch.setattr(triton.Ports, "pick", classmethod(pick))
+    try:
+        with triton.start(paths.MODEL_REPOSITORY, models=["metrics_demo"]) as server:
+            assert server.is_ready()
+            assert taken not in (server.ports.http, server.ports.grpc, server.ports.metrics)
+    finally:
+        holder.close()
+    assert len(picks) == 3
+
+
 CHILD = """
 import json, sys, time
 from labkit import paths, triton
