@@ -165,9 +165,12 @@ class JupyterLab(process.ManagedServer):
 
     @classmethod
     def start(cls, root_dir: Path, state: Path, timeout: float = 120) -> JupyterLab:
-        lab = cls(root_dir, state, process.free_port())
-        lab.wait_ready(timeout)
-        return lab
+        def launch() -> JupyterLab:
+            lab = cls(root_dir, state, process.free_port())
+            lab.wait_ready(timeout)
+            return lab
+
+        return process.start_with_port_retry(launch)  # "The port N is already in use": another port
 
     def describe(self) -> str:
         return f"{self.base} root={self.root_dir}"
@@ -222,9 +225,12 @@ class StaticSite(process.ManagedServer):
 
     @classmethod
     def start(cls, folder: Path, timeout: float = 30) -> StaticSite:
-        site = cls(folder, process.free_port())
-        site.wait_ready(timeout)
-        return site
+        def launch() -> StaticSite:
+            site = cls(folder, process.free_port())
+            site.wait_ready(timeout)
+            return site
+
+        return process.start_with_port_retry(launch)
 
     def describe(self) -> str:
         return f"{self.base} {self.folder}"
