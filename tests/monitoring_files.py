@@ -115,3 +115,21 @@ GPU_METRICS = ("nv_gpu_",)
 def needs_gpu(expr: str) -> bool:
     """True for queries on Triton's GPU metrics (no data on a CPU-only host)."""
     return any(metric in expr for metric in GPU_METRICS)
+
+
+def alert_panels() -> list[tuple[str, dict, dict]]:
+    """``(dashboard file, panel, alert)`` for each panel whose description names one alert and draws a threshold."""
+    found = []
+    for name, board in dashboards().items():
+        for panel in panels(board):
+            named = [a for a in alerts() if re.search(rf"\b{a['alert']}\b", panel["description"])]
+            if len(named) == 1 and panel["type"] == "timeseries" and "thresholds" in panel["fieldConfig"]["defaults"]:
+                found.append((name, panel, named[0]))
+    return found
+
+
+def alert_threshold(alert: dict) -> tuple[str, float]:
+    """``("<" or ">", number)``: where an alert's first line (``signal < number``) puts its threshold."""
+    match = re.search(r"([<>])\s*([0-9.]+)\s*$", alert["expr"].splitlines()[0])
+    assert match, f"{alert['alert']}: no threshold on its first line"
+    return match.group(1), float(match.group(2))

@@ -554,10 +554,11 @@ def test_dashboard_configmap_is_the_compose_dashboard():
     assert len((DEPLOY / "grafana-dashboard.yaml").read_bytes()) < ANNOTATION_LIMIT, "too big for `kubectl apply`"
 
 
-def test_dashboard_defaults_fit_kube_prometheus_stack():
+@pytest.mark.parametrize("name", sorted(of_kind("ConfigMap", DASHBOARD_CONFIGMAP)["data"]))
+def test_dashboard_defaults_fit_kube_prometheus_stack(name):
     """The datasource variable defaults to the chart's datasource uid, and the job variable lists jobs, so the
     operator's <namespace>/<PodMonitor> job (triton/triton) is offered."""
-    board = json.loads(of_kind("ConfigMap", DASHBOARD_CONFIGMAP)["data"]["triton-custom-metrics.json"])
+    board = json.loads(of_kind("ConfigMap", DASHBOARD_CONFIGMAP)["data"][name])
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     assert variables["datasource"]["current"]["value"] == KUBE_PROMETHEUS_STACK["datasource uid"]

@@ -161,7 +161,7 @@ def test_dashboard_datasource_variable_defaults_to_the_provisioned_datasource(na
 
 
 # a series of Triton or of the model, not preceded by ':' (recording rules such as model:demo_requests:... are not)
-RAW_SELECTOR = re.compile(r"(?<![\w:])((?:demo|nv)_[a-z_]+|up)(?![\w:])(\{[^}]*\})?")
+RAW_SELECTOR = re.compile(r"(?<![\w:])((?:demo|nv|digits)_[a-z_]+|up)(?![\w:])(\{[^}]*\})?")
 
 
 @pytest.mark.parametrize("name", [p.name for p in mf.DASHBOARDS])
@@ -175,7 +175,8 @@ def test_dashboard_queries_select_the_job_variable(name):
     assert mf.label_values_query(job)[0] == "job"
     jobs = [j["job_name"] for j in mf.load_yaml(mf.PROMETHEUS_CONFIG)["scrape_configs"]]
     assert mf.COMPOSE_JOB in jobs
-    queries = [mf.label_values_query(variables["model"])[1]] + [t["expr"] for _, _, t in mf.panel_targets()]
+    queries = [mf.label_values_query(variables["model"])[1]]
+    queries += [t["expr"] for board_name, _, t in mf.panel_targets() if board_name == name]
     assert not [q for q in queries if re.search(r"job\s*=~?\s*\"(?!\$job\")", q)], "a fixed job: use $job"
     selectors = [m for query in queries for m in RAW_SELECTOR.finditer(query)]
     assert selectors
@@ -202,10 +203,34 @@ def test_dashboards_cover_the_course_metrics():
         "nv_inference_queue_duration_us",
         "nv_inference_compute_infer_duration_us",
         "nv_gpu_utilization",
+        "rate(digits_prediction_confidence_sum",
+        "digits_training_class_share",
+        'rate(digits_input_drift_score_bucket{job="$job", model=~"$model", le="1"}',
+        "sum by (phase, le) (rate(digits_phase_duration_seconds_bucket",
+        "sum by (reason) (rate(digits_input_errors_total",
     ):
         assert needed in text, f"no panel queries {needed}"
     kinds = {p["type"] for board in mf.dashboards().values() for p in mf.panels(board)}
     assert "heatmap" in kinds
+
+
+@pytest.mark.parametrize(
+    ("name", "panel", "alert"), [pytest.param(*case, id=f"{case[0]}:{case[2]['alert']}") for case in mf.alert_panels()]
+)
+def test_a_panel_threshold_is_its_alert_threshold(name, panel, alert):
+    """The red line of a panel is where its alert fires (the first line of the alert: ``signal < or > number``),
+    red on the alerting side: changing a threshold in the rules and not on the dashboard fails here."""
+    direction, value = mf.alert_threshold(alert)
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [step["value"] for step in steps] == [None, value], f"{name}: {panel['title']}"
+    alerting = steps[0] if direction == "<" else steps[1]
+    assert alerting["color"] == "red" and {s["color"] for s in steps} == {"red", "green"}, f"{name}: {panel['title']}"
+
+
+def test_every_quality_alert_has_a_panel():
+    drawn = {alert["alert"] for _, _, alert in mf.alert_panels()}
+    assert {a["alert"] for a in mf.alerts() if a["file"] == "quality.yml"} <= drawn
+    assert len(mf.alert_panels()) >= 5
 
 
 def test_concrete_replaces_grafana_variables():

@@ -168,15 +168,21 @@ def test_alert_condition_holds_and_the_alert_is_pending(stack, alert):
 PROMETHEUSES = {"compose": ("prom", mf.COMPOSE_JOB), "operator": ("operator", mf.OPERATOR_JOB)}
 
 
+# The model each dashboard is about: what its model variable must list (the server serves both).
+DASHBOARD_MODELS = {"triton-custom-metrics.json": "metrics_demo", "digits-model-quality.json": "digits_classifier"}
+
+
 @pytest.mark.parametrize("where", PROMETHEUSES)
-def test_dashboard_variable_queries(stack, where):
+@pytest.mark.parametrize("board", [p.name for p in mf.DASHBOARDS])
+def test_dashboard_variable_queries(stack, where, board):
     """The job variable lists the Triton job of each Prometheus; the model variable, queried with it, the model."""
     key, job = PROMETHEUSES[where]
-    variables = {name: v for board in mf.dashboards().values() for name, v in mf.variables(board).items()}
+    variables = mf.variables(mf.dashboards()[board])
     label, match = mf.label_values_query(variables["job"])
     assert stack[key].api(f"label/{label}/values", **{"match[]": match}) == [job]
     label, match = mf.label_values_query(variables["model"])
-    assert stack[key].api(f"label/{label}/values", **{"match[]": mf.concrete(match, job=job)}) == ["metrics_demo"]
+    found = stack[key].api(f"label/{label}/values", **{"match[]": mf.concrete(match, job=job)})
+    assert found == [DASHBOARD_MODELS[board]]
 
 
 def run_panel_query(stack: dict, where: str, target: dict):
@@ -207,6 +213,21 @@ def test_dashboard_query_returns_data(stack, panel, target, where):
         pytest.skip(f"{panel['title']}: valid query, no data without an NVIDIA GPU (Triton exports no nv_gpu_*)")
     assert not frame.empty, f"{panel['title']} / {target['refId']}: {expr} returned nothing"
     assert frame["value"].map(math.isfinite).any(), f"{panel['title']}: only NaN/Inf\n{frame}"
+
+
+QUALITY_PANELS = [(panel, alert) for _, panel, alert in mf.alert_panels() if alert["file"] == "quality.yml"]
+
+
+@pytest.mark.parametrize(("panel", "alert"), QUALITY_PANELS, ids=[alert["alert"] for _, alert in QUALITY_PANELS])
+def test_quality_panels_cross_their_red_line_on_drifted_images(stack, panel, alert):
+    """The stack's digits traffic is drifted (shifted images): each quality panel goes past its alert's threshold,
+    on the alerting side, as its alert does."""
+    (target,) = panel["targets"]
+    _, frame = run_panel_query(stack, "compose", target)
+    direction, threshold = mf.alert_threshold(alert)
+    worst = frame["value"].min() if direction == "<" else frame["value"].max()
+    print(panel["title"], direction, threshold, "worst:", worst)
+    assert (worst < threshold) if direction == "<" else (worst > threshold), f"{panel['title']}: {worst}"
 
 
 def test_slo_rule_panels_need_the_compose_rules(stack):
