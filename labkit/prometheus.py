@@ -3,12 +3,14 @@
 ``start(targets)`` writes a config scraping the given Triton servers (or metrics URLs), starts
 ``prometheus`` on a free 127.0.0.1 port with its storage in a temp folder, and returns a
 :class:`Prometheus` handle (a :class:`labkit.process.ManagedServer`): ``query``, ``query_range``,
-``alerts``, ``rules``, ``targets``, ``set_rules`` (reload without restart), ``stop()``.
+``alerts``, ``rules``, ``targets``, ``set_rules`` (reload without restart), ``stop()``, and
+``panel_query`` (a Grafana panel's query, its variables filled in; ``dashboard(name)`` reads a shipped dashboard).
 A missing binary raises :class:`PrometheusNotFoundError` ending with :data:`INSTALL_HINT`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -23,6 +25,7 @@ import pandas as pd
 import requests
 import yaml
 
+from labkit import paths
 from labkit.process import ManagedServer, free_port, start_with_port_retry, wait_until
 
 INSTALL_HINT = (
@@ -32,6 +35,22 @@ INSTALL_HINT = (
     "`GRAFANA_ADMIN_PASSWORD=<choose one> docker compose -p triton-metrics -f docker/compose.yaml up -d`"
 )
 JOB = "triton"
+
+
+DASHBOARDS = paths.ROOT / "docker" / "grafana" / "dashboards"
+
+
+def dashboard(name: str) -> dict:
+    """A Grafana dashboard of ``docker/grafana/dashboards/`` (``name``: its file name), as a dict."""
+    return json.loads((DASHBOARDS / name).read_text())
+
+
+def grafana_expr(expr: str, rate_interval: str = "5s", job: str = JOB, model: str = ".+") -> str:
+    """A dashboard query with Grafana's variables replaced (``$__rate_interval``, ``$__interval``, ``$job``,
+    ``$model``, also written ``${...}``), ready for Prometheus' API; ``model=".+"`` is the "All" value."""
+    for name, value in (("__rate_interval", rate_interval), ("__interval", rate_interval), ("job", job)):
+        expr = re.sub(rf"\$\{{?{name}\b\}}?", value, expr)
+    return re.sub(r"\$\{?model\b\}?", model, expr)
 
 
 class PrometheusNotFoundError(RuntimeError):
@@ -213,6 +232,14 @@ class Prometheus(ManagedServer):
         """Evaluate ``expr`` at ``start``, ``start + step``, ... up to ``end``: one row per series and time."""
         params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
         return result_frame(self.api("query_range", **params))
+
+    def panel_query(
+        self, target: Mapping, start: float, end: float, rate_interval: str = "5s", **values: str
+    ) -> pd.DataFrame:
+        """A Grafana panel target (``expr``, ``instant``) run here: instant now, as Grafana shows it, or over
+        ``[start, end]`` in 1 s steps; ``values`` fill ``$job`` and ``$model`` (see :func:`grafana_expr`)."""
+        expr = grafana_expr(target["expr"], rate_interval, **values)
+        return self.query(expr) if target.get("instant") else self.query_range(expr, start, end, 1.0)
 
     def raw_samples(self, selector: str, start: float, end: float) -> pd.DataFrame:
         """The samples Prometheus stored for ``selector`` in ``[start, end]``, shaped like a

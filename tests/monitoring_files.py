@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from labkit import paths
+from labkit import paths, prometheus
 
 DOCKER = paths.ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
@@ -22,7 +22,7 @@ RULES_DIR = DOCKER / "prometheus" / "rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
 RULE_TESTS = sorted((DOCKER / "prometheus" / "tests").glob("*.yml"))
 GRAFANA = DOCKER / "grafana"
-DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+DASHBOARDS = sorted(prometheus.DASHBOARDS.glob("*.json"))
 DATASOURCES = sorted((GRAFANA / "provisioning" / "datasources").glob("*.yml"))
 DASHBOARD_PROVIDERS = sorted((GRAFANA / "provisioning" / "dashboards").glob("*.yml"))
 
@@ -90,10 +90,7 @@ def variables(dashboard: dict) -> dict[str, dict]:
 
 def concrete(expr: str, rate_interval: str = "5s", model: str = ".+", job: str = COMPOSE_JOB) -> str:
     """A dashboard query with Grafana's variables replaced, ready for Prometheus' API."""
-    expr = expr.replace("$__rate_interval", rate_interval).replace("${__rate_interval}", rate_interval)
-    expr = expr.replace("$__interval", rate_interval).replace("${__interval}", rate_interval)
-    expr = re.sub(r"\$\{?job\}?", job, expr)
-    return re.sub(r"\$\{?model\}?", model, expr)
+    return prometheus.grafana_expr(expr, rate_interval, job=job, model=model)
 
 
 def label_values_query(variable: dict) -> tuple[str, str]:

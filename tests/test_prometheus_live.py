@@ -188,10 +188,8 @@ def test_dashboard_variable_queries(stack, where, board):
 def run_panel_query(stack: dict, where: str, target: dict):
     """A panel query with the variables of ``where``, over the run (instant where the panel says so)."""
     key, job = PROMETHEUSES[where]
-    expr = mf.concrete(target["expr"], RATE_INTERVAL, job=job)
-    if target.get("instant"):
-        return expr, stack[key].query(expr)
-    return expr, stack[key].query_range(expr, stack["begin"], stack["end"], 1.0)
+    expr = mf.concrete(target["expr"], RATE_INTERVAL, job=job)  # for the failure messages
+    return expr, stack[key].panel_query(target, stack["begin"], stack["end"], RATE_INTERVAL, job=job)
 
 
 def panel_cases():
